@@ -1,0 +1,144 @@
+"""prepare stage: parse the archive, split dev into train/validation, compute standardization.
+
+Outputs stay compact: uint8 images and labels per split plus float32 statistics
+computed on the train split only (see stages/dataset.py for the folder's layout).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from stages.atomic import atomic_path, write_json
+from stages.cifar import FEATURES, IMAGE_SHAPE, CifarArchive, Split, file_md5, load_cifar_archive
+from stages.cli import run_stage
+from stages.dataset import SplitName, Standardization, save_prepared
+from stages.params import PrepareParams, load_params
+
+# Rows per float64 chunk when accumulating statistics: bounded memory at any dataset size.
+_CHUNK_ROWS = 2048
+# A pixel that never varies gets scale 1 rather than a division by ~0.
+_MIN_STD = 1e-3
+
+
+def split_dev(dev: Split, val_fraction: float, seed: int) -> tuple[Split, Split]:
+    """Split dev into train and validation, stratified by class and seeded."""
+    train_index, validation_index = train_test_split(
+        np.arange(len(dev.labels)),
+        test_size=val_fraction,
+        random_state=seed,
+        stratify=dev.labels,
+    )
+    return (
+        Split(dev.images[train_index], dev.labels[train_index]),
+        Split(dev.images[validation_index], dev.labels[validation_index]),
+    )
+
+
+def _feature_sums(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature sum and sum of squares in float64, one small chunk at a time."""
+    total = np.zeros(FEATURES)
+    total_squares = np.zeros(FEATURES)
+    for start in range(0, len(images), _CHUNK_ROWS):
+        chunk = images[start : start + _CHUNK_ROWS].astype(np.float64)
+        total += chunk.sum(axis=0)
+        total_squares += np.square(chunk).sum(axis=0)
+    return total, total_squares
+
+
+def compute_standardization(images: np.ndarray, scaling: str) -> Standardization:
+    """Statistics of uint8 ``images`` for the given scaling mode, as float32 per feature.
+
+    ``per_pixel``: z-score per feature; ``per_channel``: z-score per RGB channel;
+    ``unit``: the assignment's ``x / 255``.
+    """
+    if scaling == "unit":
+        return Standardization(np.zeros(FEATURES, np.float32), np.full(FEATURES, 255.0, np.float32))
+    total, total_squares = _feature_sums(images)
+    count = float(len(images))
+    if scaling == "per_channel":
+        # Features are height-width-channel interleaved: channel = feature index % 3.
+        channels = IMAGE_SHAPE[2]
+        total = np.tile(total.reshape(-1, channels).sum(axis=0), FEATURES // channels)
+        total_squares = np.tile(
+            total_squares.reshape(-1, channels).sum(axis=0), FEATURES // channels
+        )
+        count *= FEATURES // channels
+    elif scaling != "per_pixel":
+        raise ValueError(f"unknown scaling {scaling!r}: use per_pixel, per_channel or unit")
+    mean = total / count
+    std = np.sqrt(np.maximum(total_squares / count - np.square(mean), 0.0))
+    scale = np.where(std < _MIN_STD, 1.0, std)
+    return Standardization(mean.astype(np.float32), scale.astype(np.float32))
+
+
+def class_counts(labels: np.ndarray, class_names: tuple[str, ...]) -> dict[str, int]:
+    """Images per class name."""
+    counts = np.bincount(labels, minlength=len(class_names))
+    return {name: int(count) for name, count in zip(class_names, counts, strict=True)}
+
+
+def data_report(
+    archive: CifarArchive,
+    splits: dict[SplitName, Split],
+    archive_md5: str,
+    params: PrepareParams,
+) -> dict[str, object]:
+    """Describe the data: the shapes the assignment prints, class counts, provenance."""
+    dev_size, test_size = len(archive.dev.labels), len(archive.test.labels)
+    shapes = {
+        "x_dev": (dev_size, *IMAGE_SHAPE),
+        "y_dev": (dev_size, 1),
+        "x_test": (test_size, *IMAGE_SHAPE),
+        "y_test": (test_size, 1),
+        "x_dev_flat": (dev_size, FEATURES),
+        "x_test_flat": (test_size, FEATURES),
+    }
+    for name, prefix in (("train", "train"), ("validation", "val")):
+        size = len(splits[name].labels)
+        shapes[f"x_{prefix}"] = (size, FEATURES)
+        shapes[f"y_{prefix}"] = (size, 1)
+    return {
+        "archive_md5": archive_md5,
+        "scaling": params.scaling,
+        "val_fraction": params.val_fraction,
+        "class_names": list(archive.class_names),
+        # Printed as the assignment prints them: "(50000, 32, 32, 3)".
+        "shapes": {name: str(shape) for name, shape in shapes.items()},
+        "class_counts": {
+            name: class_counts(split.labels, archive.class_names) for name, split in splits.items()
+        },
+    }
+
+
+def main() -> None:
+    """Prepare the archive named on the command line into the output folder."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--archive", type=Path, required=True)
+    parser.add_argument("--output", type=Path, required=True, help="prepared-data folder")
+    parser.add_argument("--report", type=Path, required=True, help="data.json report")
+    arguments = parser.parse_args()
+    params = load_params().prepare
+
+    archive = load_cifar_archive(arguments.archive)
+    train, validation = split_dev(archive.dev, params.val_fraction, params.seed)
+    splits: dict[SplitName, Split] = {
+        "train": train,
+        "validation": validation,
+        "test": archive.test,
+    }
+    standardization = compute_standardization(train.images, params.scaling)
+    report = data_report(archive, splits, file_md5(arguments.archive), params)
+
+    with atomic_path(arguments.output, directory=True) as folder:
+        save_prepared(folder, splits, standardization, archive.class_names)
+    write_json(arguments.report, report)
+    sizes = ", ".join(f"{name} {len(split.labels)}" for name, split in splits.items())
+    print(f"prepared {sizes} images ({params.scaling} scaling) into {arguments.output}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,264 @@
+"""train stage: the assignment's Keras MLP (3072 -> 128 -> 64 -> 10), logged with dvclive.
+
+Images stay uint8 in memory; each batch is standardized on the fly (float32) with the
+prepare stage's statistics. Validation uses the prepare stage's validation split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+# Quieter TensorFlow start-up; must be set before the import.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import tensorflow as tf
+from dvclive import Live
+from dvclive.keras import DVCLiveCallback
+from keras import layers
+
+from stages.atomic import atomic_path, write_json
+from stages.cifar import IMAGE_SHAPE, Split
+from stages.cli import StageError, run_stage
+from stages.dataset import Standardization, load_class_names, load_split, load_standardization
+from stages.params import TrainParams, load_params
+
+WEIGHTS_FILE = "model.weights.h5"
+# The assignment's check prints the softmax sum at two decimals: it must read 1.00.
+SOFTMAX_SUM_TOLERANCE = 0.005
+FLIP_PROBABILITY = 0.5
+CONFIG_FILE = "model.json"
+
+
+def build_model(
+    input_size: int, hidden_units: list[int], n_classes: int, activation: str, dropout: float
+) -> keras.Sequential:
+    """Build the MLP: dense hidden layers, optional dropout, softmax over the classes."""
+    model = keras.Sequential(name="mlp")
+    model.add(keras.Input(shape=(input_size,), name="pixels"))
+    for index, units in enumerate(hidden_units, start=1):
+        model.add(layers.Dense(units, activation=activation, name=f"hidden_{index}"))
+        if dropout > 0:
+            model.add(layers.Dropout(dropout, name=f"dropout_{index}"))
+    model.add(layers.Dense(n_classes, activation="softmax", name="output"))
+    return model
+
+
+def make_optimizer(params: TrainParams, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """Adam (AdamW with weight decay), with a constant or cosine-decayed learning rate."""
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = params.learning_rate
+    if params.lr_schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            params.learning_rate, decay_steps=params.epochs * steps_per_epoch
+        )
+    if params.weight_decay > 0:
+        return keras.optimizers.AdamW(learning_rate, weight_decay=params.weight_decay)
+    return keras.optimizers.Adam(learning_rate)
+
+
+def flip_horizontally(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Mirror a random half of a batch of flat height-width-channel images, left to right."""
+    grid = tf.reshape(images, (-1, *IMAGE_SHAPE))
+    flip = tf.random.stateless_uniform((tf.shape(grid)[0], 1, 1, 1), seed=seed) < FLIP_PROBABILITY
+    return tf.reshape(tf.where(flip, tf.reverse(grid, axis=[2]), grid), tf.shape(images))
+
+
+def make_dataset(
+    split: Split,
+    standardization: Standardization,
+    batch_size: int,
+    *,
+    shuffle_seed: int | None = None,
+    horizontal_flip: bool = False,
+) -> tf.data.Dataset:
+    """Batches of (standardized float32 images, labels) from uint8 images.
+
+    With ``shuffle_seed`` the order changes every epoch, reproducibly; flips draw from
+    stateless random numbers seeded per batch, so a run is repeatable bit for bit.
+    """
+    dataset = tf.data.Dataset.from_tensor_slices((split.images, split.labels))
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(len(split.labels), seed=shuffle_seed)
+    dataset = dataset.batch(batch_size)
+
+    def standardize(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return standardization.apply(tf.cast(images, tf.float32)), labels
+
+    if horizontal_flip:
+        if shuffle_seed is None:
+            raise ValueError("horizontal_flip needs a shuffle_seed to draw flips from")
+        seeds = tf.data.Dataset.random(seed=shuffle_seed).batch(2)
+        dataset = tf.data.Dataset.zip(dataset, seeds).map(
+            lambda batch, seed: (flip_horizontally(batch[0], seed), batch[1])
+        )
+    return dataset.map(standardize).prefetch(tf.data.AUTOTUNE)
+
+
+def layer_summary(model: keras.Model) -> dict[str, object]:
+    """Parameter counts per layer and in total, as the assignment asks (2.4)."""
+    return {
+        "layers": [
+            {
+                "name": layer.name,
+                "type": type(layer).__name__,
+                "output_shape": str(layer.output.shape),
+                "parameters": layer.count_params(),
+            }
+            for layer in model.layers
+        ],
+        "total_parameters": model.count_params(),
+    }
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """What training produced, for the outputs."""
+
+    model: keras.Model
+    history: dict[str, list[float]]
+    best_epoch: int  # 1-based epoch whose weights the model holds
+    first_sample_output_sum: float
+
+
+def train(
+    train_split: Split,
+    validation_split: Split,
+    *,
+    standardization: Standardization,
+    n_classes: int,
+    params: TrainParams,
+    validation_batch_size: int,
+    live: Live,
+) -> TrainingResult:
+    """Train the MLP with ``params``; deterministic for a given ``params.seed``."""
+    keras.utils.set_random_seed(params.seed)
+    tf.config.experimental.enable_op_determinism()
+    model = build_model(
+        train_split.images.shape[1],
+        params.hidden_units,
+        n_classes,
+        params.activation,
+        params.dropout,
+    )
+    # The assignment's check (2.5): the softmax over the first training sample sums to 1.
+    first_output = model(standardization.transform(train_split.images[:1]), training=False)
+    first_sample_output_sum = float(np.sum(keras.ops.convert_to_numpy(first_output)))
+
+    steps_per_epoch = -(-len(train_split.labels) // params.batch_size)
+    model.compile(
+        optimizer=make_optimizer(params, steps_per_epoch),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        jit_compile=params.jit_compile,
+        steps_per_execution=min(params.steps_per_execution, steps_per_epoch),
+    )
+    callbacks: list[keras.callbacks.Callback] = [DVCLiveCallback(live=live)]
+    if params.early_stopping_patience > 0:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_accuracy",
+                mode="max",
+                patience=params.early_stopping_patience,
+                restore_best_weights=True,
+            )
+        )
+    history = model.fit(
+        make_dataset(
+            train_split,
+            standardization,
+            params.batch_size,
+            shuffle_seed=params.seed,
+            horizontal_flip=params.horizontal_flip,
+        ),
+        validation_data=make_dataset(validation_split, standardization, validation_batch_size),
+        epochs=params.epochs,
+        callbacks=callbacks,
+        shuffle=False,  # the dataset reshuffles itself every epoch, seeded
+        verbose=2,
+    ).history
+    validation_accuracy = history["val_accuracy"]
+    best_epoch = (
+        int(np.argmax(validation_accuracy)) + 1
+        if params.early_stopping_patience > 0
+        else len(validation_accuracy)
+    )
+    return TrainingResult(
+        model=model,
+        history={name: [float(value) for value in values] for name, values in history.items()},
+        best_epoch=best_epoch,
+        first_sample_output_sum=first_sample_output_sum,
+    )
+
+
+def save_model(model: keras.Model, directory: Path) -> None:
+    """Save weights (.weights.h5) and architecture (JSON): bytes reproducible, no timestamps."""
+    model.save_weights(directory / WEIGHTS_FILE)
+    (directory / CONFIG_FILE).write_text(model.to_json(indent=2) + "\n")
+
+
+def load_model(directory: Path) -> keras.Model:
+    """Load a model saved by :func:`save_model`."""
+    try:
+        model = keras.models.model_from_json((directory / CONFIG_FILE).read_text())
+    except FileNotFoundError:
+        raise StageError(
+            f"{directory / CONFIG_FILE}: missing; run `dvc repro train` first"
+        ) from None
+    model.load_weights(directory / WEIGHTS_FILE)
+    return model
+
+
+def main() -> None:
+    """Train on the prepared data and write the model, the history and the summary."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--prepared", type=Path, required=True, help="prepared-data folder")
+    parser.add_argument("--model", type=Path, required=True, help="model folder to write")
+    parser.add_argument("--live", type=Path, required=True, help="dvclive folder")
+    parser.add_argument("--summary", type=Path, required=True, help="summary JSON to write")
+    parser.add_argument("--history", type=Path, required=True, help="history JSON to write")
+    arguments = parser.parse_args()
+    all_params = load_params()
+    params = all_params.train
+
+    standardization = load_standardization(arguments.prepared)
+    class_names = load_class_names(arguments.prepared)
+    train_split = load_split(arguments.prepared, "train")
+    validation_split = load_split(arguments.prepared, "validation")
+
+    with Live(str(arguments.live), dvcyaml=None, save_dvc_exp=False, report=None) as live:
+        result = train(
+            train_split,
+            validation_split,
+            standardization=standardization,
+            n_classes=len(class_names),
+            params=params,
+            validation_batch_size=all_params.evaluate.batch_size,
+            live=live,
+        )
+    if abs(result.first_sample_output_sum - 1.0) > SOFTMAX_SUM_TOLERANCE:
+        raise StageError(
+            f"softmax output on the first training sample sums to "
+            f"{result.first_sample_output_sum:.4f}, not 1.00"
+        )
+    summary = {
+        **layer_summary(result.model),
+        "first_sample_output_sum": round(result.first_sample_output_sum, 6),
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history["loss"]),
+    }
+    with atomic_path(arguments.model, directory=True) as folder:
+        save_model(result.model, folder)
+    write_json(arguments.summary, summary)
+    write_json(arguments.history, result.history)
+    best = result.history["val_accuracy"][result.best_epoch - 1]
+    print(f"trained {summary['total_parameters']:,} parameters; "
+          f"validation accuracy {best:.4f} at epoch {result.best_epoch}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    run_stage(main)

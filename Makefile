@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+# dvc.yaml's commands call `python`: make it the environment's.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: venv repro test test-fast lint format
 
@@ -18,8 +20,13 @@ $(INSTALLED): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[dev]"
 	touch $@
 
+# Offline: `make repro ARCHIVE=path [ARCHIVE_MD5=md5]` verifies and uses a local archive.
 repro: venv
+ifdef ARCHIVE
+	$(BIN)/dvc exp run -S 'data.archive=$(abspath $(ARCHIVE))' -S 'data.md5=$(or $(ARCHIVE_MD5),null)'
+else
 	$(BIN)/dvc repro
+endif
 
 # Every test, the slow end-to-end ones included (plain `pytest` runs only the fast ones).
 test: venv

@@ -61,11 +61,9 @@ def make_optimizer(params: TrainParams, steps_per_epoch: int) -> keras.optimizer
     return keras.optimizers.Adam(learning_rate)
 
 
-def flip_horizontally(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """Mirror a random half of a batch of flat height-width-channel images, left to right."""
-    grid = tf.reshape(images, (-1, *IMAGE_SHAPE))
-    flip = tf.random.stateless_uniform((tf.shape(grid)[0], 1, 1, 1), seed=seed) < FLIP_PROBABILITY
-    return tf.reshape(tf.where(flip, tf.reverse(grid, axis=[2]), grid), tf.shape(images))
+def mirror_images(images: np.ndarray) -> np.ndarray:
+    """Mirror flat height-width-channel uint8 images left to right (a uint8 copy)."""
+    return images.reshape(-1, *IMAGE_SHAPE)[:, :, ::-1, :].reshape(images.shape)
 
 
 def make_dataset(
@@ -75,28 +73,50 @@ def make_dataset(
     *,
     shuffle_seed: int | None = None,
     horizontal_flip: bool = False,
+    epochs: int = 1,
 ) -> tf.data.Dataset:
-    """Batches of (standardized float32 images, labels) from uint8 images.
+    """Batches of (standardized float32 images, labels) for ``epochs`` passes over ``split``.
 
-    With ``shuffle_seed`` the order changes every epoch, reproducibly; flips draw from
-    stateless random numbers seeded per batch, so a run is repeatable bit for bit.
+    Work happens per batch, never per image, because on a small CPU the input pipeline
+    competes with training: each epoch draws one shuffled order (stateless, from
+    ``shuffle_seed`` and the epoch number) and each batch is one gather of uint8 rows.
+    Flipping picks, per image and epoch, the row of a mirrored uint8 copy instead.
     """
-    dataset = tf.data.Dataset.from_tensor_slices((split.images, split.labels))
-    if shuffle_seed is not None:
-        dataset = dataset.shuffle(len(split.labels), seed=shuffle_seed)
-    dataset = dataset.batch(batch_size)
+    if horizontal_flip and shuffle_seed is None:
+        raise ValueError("horizontal_flip needs a shuffle_seed to draw flips from")
+    size = len(split.labels)
+    source = (
+        np.concatenate([split.images, mirror_images(split.images)])
+        if horizontal_flip
+        else split.images
+    )
+    images, labels = tf.constant(source), tf.constant(split.labels)
 
-    def standardize(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        return standardization.apply(tf.cast(images, tf.float32)), labels
-
-    if horizontal_flip:
+    def epoch_order(epoch: tf.Tensor) -> tf.Tensor:
+        order = tf.range(size, dtype=tf.int64)
         if shuffle_seed is None:
-            raise ValueError("horizontal_flip needs a shuffle_seed to draw flips from")
-        seeds = tf.data.Dataset.random(seed=shuffle_seed).batch(2)
-        dataset = tf.data.Dataset.zip(dataset, seeds).map(
-            lambda batch, seed: (flip_horizontally(batch[0], seed), batch[1])
+            return order
+        seed = tf.random.experimental.stateless_fold_in(
+            tf.constant([shuffle_seed, 0], tf.int64), epoch
         )
-    return dataset.map(standardize).prefetch(tf.data.AUTOTUNE)
+        order = tf.random.experimental.stateless_shuffle(order, seed=seed)
+        if horizontal_flip:
+            flip_seed = tf.random.experimental.stateless_fold_in(seed, 1)
+            flipped = tf.random.stateless_uniform((size,), seed=flip_seed) < FLIP_PROBABILITY
+            order += tf.cast(flipped, tf.int64) * size
+        return order
+
+    def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
+        order = epoch_order(epoch)
+
+        def gather(start: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            rows = order[start : start + batch_size]
+            features = standardization.apply(tf.cast(tf.gather(images, rows), tf.float32))
+            return features, tf.gather(labels, rows % size)
+
+        return tf.data.Dataset.range(0, size, batch_size).map(gather)
+
+    return tf.data.Dataset.range(epochs).flat_map(epoch_batches).prefetch(tf.data.AUTOTUNE)
 
 
 def layer_summary(model: keras.Model) -> dict[str, object]:
@@ -174,11 +194,13 @@ def train(
             params.batch_size,
             shuffle_seed=params.seed,
             horizontal_flip=params.horizontal_flip,
+            epochs=params.epochs,
         ),
         validation_data=make_dataset(validation_split, standardization, validation_batch_size),
         epochs=params.epochs,
+        steps_per_epoch=steps_per_epoch,  # one dataset spans every epoch, seeded per epoch
         callbacks=callbacks,
-        shuffle=False,  # the dataset reshuffles itself every epoch, seeded
+        shuffle=False,  # the dataset shuffles itself
         verbose=2,
     ).history
     validation_accuracy = history["val_accuracy"]

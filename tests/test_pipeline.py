@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from conftest import run, update_params
 
 pytestmark = pytest.mark.slow
@@ -77,10 +76,16 @@ def test_changing_epochs_reruns_training_and_diffs_both_revisions(reproduced: Pa
     plots = json.loads(run(["dvc", "plots", "diff", "HEAD", "--json"], project).stdout)
     data = plots["data"]
     for name in ("Loss per epoch", "Test confusion matrix"):
-        revisions = {point["rev"] for point in data[name][0]["content"]["data"]["values"]} if False else None
+        revisions = (
+            {point["rev"] for point in data[name][0]["content"]["data"]["values"]}
+            if False
+            else None
+        )
         assert name in data, sorted(data)
         del revisions
-    assert {"HEAD", "workspace"} <= {rev for entry in data["Loss per epoch"] for rev in entry.get("revisions", [])}
+    assert {"HEAD", "workspace"} <= {
+        rev for entry in data["Loss per epoch"] for rev in entry.get("revisions", [])
+    }
 
 
 def test_changing_a_plot_setting_reruns_only_plots(reproduced: Path) -> None:
@@ -93,7 +98,10 @@ def test_bad_params_stop_the_pipeline_with_one_line(make_project: Callable[..., 
     update_params(project, {"prepare": {"val_fraction": 1.5}})
     result = run(["dvc", "repro", "prepare"], project, check=False)
     assert result.returncode != 0
-    assert "error: params.yaml: prepare.val_fraction = 1.5: Input should be less than 1" in result.stderr
+    assert (
+        "error: params.yaml: prepare.val_fraction = 1.5: Input should be less than 1"
+        in result.stderr
+    )
     assert not (project / "data" / "prepared").exists()
 
 

@@ -14,7 +14,7 @@ import yaml
 
 from stages.cifar import FEATURES, IMAGE_SHAPE, Split
 from stages.dataset import Standardization
-from stages.train import build_model, flip_horizontally, load_model, make_dataset
+from stages.train import build_model, load_model, make_dataset, mirror_images
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
@@ -63,33 +63,44 @@ def test_dataset_standardizes_like_numpy_and_keeps_every_image() -> None:
     np.testing.assert_array_equal(images, scaling.transform(split.images))
 
 
+def epoch_labels(dataset: tf.data.Dataset) -> list[np.ndarray]:
+    return [labels.numpy() for _, labels in dataset]
+
+
 def test_shuffle_is_seeded_and_changes_every_epoch() -> None:
-    dataset = make_dataset(tiny_split(), standardization(), batch_size=12, shuffle_seed=3)
-    first, second = ([labels.numpy() for _, labels in dataset] for _ in range(2))
-    again = [
-        labels.numpy()
-        for _, labels in make_dataset(tiny_split(), standardization(), 12, shuffle_seed=3)
-    ]
+    split, scaling = tiny_split(), standardization()
+    first, second = epoch_labels(make_dataset(split, scaling, 12, shuffle_seed=3, epochs=2))
+    again, _ = epoch_labels(make_dataset(split, scaling, 12, shuffle_seed=3, epochs=2))
+    other, _ = epoch_labels(make_dataset(split, scaling, 12, shuffle_seed=4, epochs=2))
+    assert sorted(first) == sorted(second) == sorted(split.labels)
     assert not np.array_equal(first, second)
+    assert not np.array_equal(first, other)
     np.testing.assert_array_equal(first, again)
 
 
-def test_flip_mirrors_left_to_right() -> None:
-    pictures = np.arange(2 * FEATURES, dtype=np.float32).reshape(2, FEATURES)
-    always = tf.constant([0, 0], tf.int64)
-    flipped = flip_horizontally(tf.constant(pictures), always).numpy()
-    grid, flipped_grid = pictures.reshape(-1, *IMAGE_SHAPE), flipped.reshape(-1, *IMAGE_SHAPE)
-    for original, result in zip(grid, flipped_grid, strict=True):
-        # Each image is either untouched or mirrored along its width.
-        assert np.array_equal(result, original) or np.array_equal(result, original[:, ::-1, :])
-    many = flip_horizontally(tf.constant(np.repeat(pictures[:1], 200, axis=0)), always).numpy()
-    mirrored = np.all(many.reshape(-1, *IMAGE_SHAPE) == grid[0][:, ::-1, :], axis=(1, 2, 3))
-    assert 60 < mirrored.sum() < 140  # about half
+def test_mirror_images_reverses_the_width() -> None:
+    images = np.arange(2 * FEATURES).astype(np.uint8).reshape(2, FEATURES)
+    mirrored = mirror_images(images).reshape(-1, *IMAGE_SHAPE)
+    grid = images.reshape(-1, *IMAGE_SHAPE)
+    row, column, channel = 4, 9, 1
+    assert mirrored[1, row, column, channel] == grid[1, row, 31 - column, channel]
+    np.testing.assert_array_equal(mirror_images(mirror_images(images)), images)
 
 
-def test_flip_needs_a_seed() -> None:
-    with pytest.raises(ValueError, match="shuffle_seed"):
-        make_dataset(tiny_split(), standardization(), 4, horizontal_flip=True)
+def test_flip_shows_each_image_plain_or_mirrored_about_half_the_time() -> None:
+    rng = np.random.default_rng(5)
+    split = Split(
+        rng.integers(0, 256, size=(400, FEATURES), dtype=np.uint8), np.zeros(400, np.uint8)
+    )
+    unit = Standardization(np.zeros(FEATURES, np.float32), np.ones(FEATURES, np.float32))
+    dataset = make_dataset(split, unit, 50, shuffle_seed=0, horizontal_flip=True)
+    seen = np.concatenate([features.numpy() for features, _ in dataset]).astype(np.uint8)
+    plain = {row.tobytes() for row in split.images}
+    mirrored = {row.tobytes() for row in mirror_images(split.images)}
+    kinds = [(row.tobytes() in plain, row.tobytes() in mirrored) for row in seen]
+    assert all(any(kind) for kind in kinds)
+    assert 150 < sum(is_mirrored for _, is_mirrored in kinds) < 250
+    assert len({row.tobytes() for row in seen}) == 400  # every image once per epoch
 
 
 @pytest.fixture

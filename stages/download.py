@@ -1,0 +1,245 @@
+"""download stage: fetch the CIFAR-10 archive, or verify a local copy, and check its md5.
+
+Online, the archive streams into ``<output>.part`` (with a progress bar, retries with
+exponential back-off and resume by HTTP Range) and is renamed to ``<output>`` only
+after its md5 matches, so a failed or interrupted run never leaves a file that looks
+complete. Offline, ``data.archive`` names a local copy that is verified and copied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import requests
+from tqdm import tqdm
+
+from stages.atomic import atomic_path
+from stages.cifar import file_md5
+from stages.cli import StageError, run_stage
+from stages.params import load_params
+
+logger = logging.getLogger(__name__)
+
+CHUNK_BYTES = 1 << 20
+DEFAULT_BACKOFF_SECONDS = 1.0
+# Client errors that say "not now" rather than "never": worth a retry like a 5xx.
+RETRYABLE_CLIENT_STATUSES = frozenset({408, 429})
+CLIENT_ERRORS = range(400, 500)
+OFFLINE_HINT = (
+    "to run offline, set data.archive in params.yaml to a local copy "
+    "(or: dvc exp run -S data.archive=/path/to/cifar-10-python.tar.gz, "
+    "plus -S data.md5=null to skip the check if it is not the official archive)"
+)
+
+_new_md5 = functools.partial(hashlib.md5, usedforsecurity=False)
+
+
+class ChecksumError(StageError):
+    """The archive's md5 is not the one params.yaml expects."""
+
+
+def partial_path(destination: Path) -> Path:
+    """Return where the download of ``destination`` collects its bytes before the rename."""
+    return destination.with_name(f"{destination.name}.part")
+
+
+def check_md5(source: str, expected: str | None, got: str) -> None:
+    """Raise ChecksumError unless ``got`` equals ``expected`` (None skips the check)."""
+    if expected is not None and got != expected:
+        raise ChecksumError(
+            f"{source}: md5 mismatch: expected {expected} (data.md5), got {got}; nothing was kept"
+        )
+
+
+def use_local_archive(archive: Path, destination: Path, expected_md5: str | None) -> str:
+    """Copy ``archive`` to ``destination`` atomically if its md5 is right; return the md5.
+
+    A copy rather than a link, because DVC moves the output into its cache. The md5 is
+    that of the copy, so it vouches for the bytes actually written.
+    """
+    if not archive.is_file():
+        raise StageError(f"data.archive = {str(archive)!r}: no such file (check params.yaml)")
+    with atomic_path(destination) as temporary:
+        shutil.copyfile(archive, temporary)
+        md5 = file_md5(temporary)
+        check_md5(str(archive), expected_md5, md5)
+    return md5
+
+
+def _innermost_reason(error: BaseException) -> str:
+    """Describe the root cause ("Connection refused"), not requests' and urllib3's wrappers."""
+    cause = error
+    while (inner := cause.__cause__ or cause.__context__) is not None:
+        cause = inner
+    return f"{type(cause).__name__}: {cause}".replace("\n", " ")
+
+
+def _resumes_at(response: requests.Response, offset: int) -> bool:
+    """Whether ``response`` is the rest of the file from byte ``offset`` on."""
+    return response.status_code == requests.codes.partial_content and response.headers.get(
+        "Content-Range", ""
+    ).startswith(f"bytes {offset}-")
+
+
+def _fetch_once(session: requests.Session, url: str, partial: Path, timeout: float) -> str:
+    """Make one request, appending to ``partial`` if it can resume; return its whole md5.
+
+    Raises ``requests.RequestException`` for what a retry may cure and StageError for a
+    client error that it will not.
+    """
+    offset = partial.stat().st_size if partial.exists() else 0
+    # Identity encoding: Range offsets and the md5 are about the file's own bytes.
+    headers = {"Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    with session.get(url, headers=headers, stream=True, timeout=timeout) as response:
+        status = response.status_code
+        if offset and (
+            status == requests.codes.requested_range_not_satisfiable
+            or (status == requests.codes.partial_content and not _resumes_at(response, offset))
+        ):
+            # The partial cannot be continued (it may already be whole, from a run killed
+            # before the rename): start again from zero.
+            response.close()
+            partial.unlink()
+            return _fetch_once(session, url, partial, timeout)
+        if status in CLIENT_ERRORS and status not in RETRYABLE_CLIENT_STATUSES:
+            raise StageError(
+                f"{url}: HTTP {status} {response.reason}; check data.url in params.yaml"
+            )
+        response.raise_for_status()
+
+        resuming = bool(offset) and _resumes_at(response, offset)
+        if resuming:
+            with partial.open("rb") as existing:
+                digest = hashlib.file_digest(existing, _new_md5)
+        else:
+            # A 200 answer to a Range request: the server cannot resume, the body is all.
+            offset, digest = 0, _new_md5()
+        length = response.headers.get("Content-Length", "")
+        total = offset + int(length) if length.isdigit() else None
+        with (
+            partial.open("ab" if resuming else "wb") as file,
+            tqdm(
+                total=total,
+                initial=offset,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=partial.name,
+                file=sys.stderr,
+                disable=None,  # no bar when stderr is not a terminal (logs, CI)
+            ) as progress,
+        ):
+            # A body cut short of its Content-Length raises here (urllib3 2 enforces the
+            # length), so the bytes written so far stay in the partial for the next try.
+            for chunk in response.iter_content(CHUNK_BYTES):
+                digest.update(chunk)
+                file.write(chunk)
+                progress.update(len(chunk))
+    return digest.hexdigest()
+
+
+def _fetch_with_retries(
+    url: str, partial: Path, retries: int, timeout: float, backoff_seconds: float
+) -> str:
+    """Fetch ``url`` into ``partial``, retrying what may pass with exponential back-off."""
+    attempts = retries + 1
+    reason = ""
+    with requests.Session() as session:
+        for attempt in range(attempts):
+            if attempt:
+                delay = backoff_seconds * 2 ** (attempt - 1)
+                logger.warning(
+                    "attempt %d of %d failed (%s); retrying in %.3g s",
+                    attempt,
+                    attempts,
+                    reason,
+                    delay,
+                )
+                time.sleep(delay)
+            try:
+                return _fetch_once(session, url, partial, timeout)
+            except requests.RequestException as error:
+                reason = _innermost_reason(error)
+    kept = f"; {partial} keeps the bytes so far" if partial.exists() else ""
+    raise StageError(
+        f"{url}: download failed after {attempts} attempt(s) ({reason}){kept}; {OFFLINE_HINT}"
+    )
+
+
+def download_with_resume(
+    url: str,
+    destination: Path,
+    expected_md5: str | None,
+    *,
+    retries: int,
+    timeout: float,
+    backoff_seconds: float = DEFAULT_BACKOFF_SECONDS,
+) -> str:
+    """Download ``url`` to ``destination`` and return its md5.
+
+    Bytes collect in ``partial_path(destination)``, which a later call resumes; they are
+    renamed to ``destination`` only once the md5 matches ``expected_md5`` (None skips the
+    check). Network errors and 5xx answers are retried ``retries`` times, waiting
+    ``backoff_seconds`` then twice as long each time; other 4xx answers fail at once. A
+    checksum mismatch deletes the partial file.
+    """
+    if retries < 0:
+        raise ValueError(f"retries must be >= 0, got {retries}")
+    if timeout <= 0:
+        raise ValueError(f"timeout must be > 0, got {timeout}")
+    if backoff_seconds < 0:
+        raise ValueError(f"backoff_seconds must be >= 0, got {backoff_seconds}")
+    partial = partial_path(destination)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    if expected_md5 is None:
+        # Without an md5 nothing would catch a stale partial of another file (data.url
+        # changed since): resume only within this run.
+        partial.unlink(missing_ok=True)
+    md5 = _fetch_with_retries(url, partial, retries, timeout, backoff_seconds)
+    try:
+        check_md5(url, expected_md5, md5)
+    except ChecksumError:
+        partial.unlink()
+        raise
+    partial.replace(destination)
+    return md5
+
+
+def main() -> None:
+    """Fetch or copy the archive to ``--output``, as params.yaml's data section says."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--output", type=Path, required=True, help="archive destination")
+    arguments = parser.parse_args()
+    params = load_params().data
+
+    if params.archive is not None:
+        source = params.archive
+        md5 = use_local_archive(Path(params.archive), arguments.output, params.md5)
+    else:
+        source = params.url
+        md5 = download_with_resume(
+            params.url,
+            arguments.output,
+            params.md5,
+            retries=params.retries,
+            timeout=params.timeout_seconds,
+        )
+    check = (
+        "matches data.md5"
+        if params.md5 is not None
+        else "not checked: data.md5 is null; set it to this value to check it"
+    )
+    print(f"wrote {arguments.output} from {source}: md5 {md5} ({check})")
+
+
+if __name__ == "__main__":
+    run_stage(main)

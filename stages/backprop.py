@@ -22,6 +22,7 @@ from stages.cli import StageError, run_stage
 from stages.params import BackpropParams, load_params
 
 NAMES = ("W1", "b1", "W2", "b2")
+# Each is checked against the params key tolerance_<name>.
 COMPARISONS = ("reference", "finite_difference", "autodiff")
 
 # The assignment's configuration: the printed reference values hold for it only.
@@ -140,6 +141,8 @@ def forward(
 
 def loss(Y: np.ndarray, Y_true: np.ndarray) -> float:
     """Compute the assignment's MSE loss 1/(2N) * sum((Y - Y_true)^2)."""
+    if Y.shape != Y_true.shape or Y.ndim != 1:
+        raise ValueError(f"Y {Y.shape} and Y_true {Y_true.shape} must be equal-length vectors")
     return float((1 / (2 * len(Y))) * np.sum(np.square(Y - Y_true)))
 
 
@@ -315,11 +318,7 @@ def verify(params: BackpropParams) -> Verification:
 
 def tolerances(params: BackpropParams) -> dict[str, float]:
     """Map each comparison to the largest absolute error it allows."""
-    return {
-        "reference": params.tolerance_reference,
-        "finite_difference": params.tolerance_finite_difference,
-        "autodiff": params.tolerance_autodiff,
-    }
+    return {name: getattr(params, f"tolerance_{name}") for name in COMPARISONS}
 
 
 def failures(verification: Verification, params: BackpropParams) -> list[str]:

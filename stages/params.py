@@ -22,6 +22,8 @@ NonNegativeInt = Annotated[int, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
 Md5 = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+# numpy's and scikit-learn's seeds are unsigned 32-bit integers.
+Seed = Annotated[int, Field(ge=0, lt=2**32)]
 
 
 class Section(BaseModel):
@@ -44,14 +46,14 @@ class PrepareParams(Section):
     """How the dev set is split and standardized."""
 
     val_fraction: float = Field(gt=0, lt=1)
-    seed: NonNegativeInt
+    seed: Seed
     scaling: Literal["per_pixel", "per_channel", "unit"]
 
 
 class BackpropParams(Section):
     """Shapes, tolerances and descent settings of the numpy backprop check."""
 
-    seed: NonNegativeInt
+    seed: Seed
     n_samples: PositiveInt
     n_inputs: PositiveInt
     n_hidden: PositiveInt
@@ -66,7 +68,7 @@ class BackpropParams(Section):
 class TrainParams(Section):
     """The Keras MLP, its optimizer, the training tricks and the speed knobs."""
 
-    seed: NonNegativeInt
+    seed: Seed
     hidden_units: list[PositiveInt] = Field(min_length=1)
     activation: Literal["relu", "sigmoid", "tanh", "gelu"]
     optimizer: Literal["adam"]

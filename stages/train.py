@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,6 +144,7 @@ class TrainingResult:
     history: dict[str, list[float]]
     best_epoch: int  # 1-based epoch whose weights the model holds
     first_sample_output_sum: float
+    samples_per_second: float  # training throughput, validation included; printed, not saved
 
 
 def train(
@@ -187,6 +189,7 @@ def train(
                 restore_best_weights=True,
             )
         )
+    fit_started = time.perf_counter()
     history = model.fit(
         make_dataset(
             train_split,
@@ -203,6 +206,7 @@ def train(
         shuffle=False,  # the dataset shuffles itself
         verbose=2,
     ).history
+    fit_seconds = time.perf_counter() - fit_started
     validation_accuracy = history["val_accuracy"]
     best_epoch = (
         int(np.argmax(validation_accuracy)) + 1
@@ -214,6 +218,7 @@ def train(
         history={name: [float(value) for value in values] for name, values in history.items()},
         best_epoch=best_epoch,
         first_sample_output_sum=first_sample_output_sum,
+        samples_per_second=len(train_split.labels) * len(validation_accuracy) / fit_seconds,
     )
 
 
@@ -278,7 +283,8 @@ def main() -> None:
     write_json(arguments.summary, summary)
     write_json(arguments.history, result.history)
     best = result.history["val_accuracy"][result.best_epoch - 1]
-    print(f"trained {summary['total_parameters']:,} parameters; "
+    print(f"trained {summary['total_parameters']:,} parameters at "
+          f"{result.samples_per_second:.0f} samples/s; "
           f"validation accuracy {best:.4f} at epoch {result.best_epoch}")  # fmt: skip
 
 

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import requests
+import urllib3
 from tqdm import tqdm
 
 from stages.atomic import atomic_path
@@ -25,7 +26,8 @@ from stages.cifar import file_md5
 from stages.cli import StageError, run_stage
 from stages.params import load_params
 
-logger = logging.getLogger(__name__)
+# Named, not __name__: run with -m, the module is __main__.
+logger = logging.getLogger("stages.download")
 
 CHUNK_BYTES = 1 << 20
 DEFAULT_BACKOFF_SECONDS = 1.0
@@ -91,8 +93,9 @@ def _resumes_at(response: requests.Response, offset: int) -> bool:
 def _fetch_once(session: requests.Session, url: str, partial: Path, timeout: float) -> str:
     """Make one request, appending to ``partial`` if it can resume; return its whole md5.
 
-    Raises ``requests.RequestException`` for what a retry may cure and StageError for a
-    client error that it will not.
+    Raises ``requests.RequestException`` or ``urllib3.exceptions.HTTPError`` (errors while
+    reading the body) for what a retry may cure, and StageError for a client error that it
+    will not.
     """
     offset = partial.stat().st_size if partial.exists() else 0
     # Identity encoding: Range offsets and the md5 are about the file's own bytes.
@@ -112,7 +115,8 @@ def _fetch_once(session: requests.Session, url: str, partial: Path, timeout: flo
             return _fetch_once(session, url, partial, timeout)
         if status in CLIENT_ERRORS and status not in RETRYABLE_CLIENT_STATUSES:
             raise StageError(
-                f"{url}: HTTP {status} {response.reason}; check data.url in params.yaml"
+                f"{url}: HTTP {status} {response.reason}; check data.url in params.yaml, "
+                "or set data.archive to a local copy"
             )
         response.raise_for_status()
 
@@ -138,9 +142,10 @@ def _fetch_once(session: requests.Session, url: str, partial: Path, timeout: flo
                 disable=None,  # no bar when stderr is not a terminal (logs, CI)
             ) as progress,
         ):
-            # A body cut short of its Content-Length raises here (urllib3 2 enforces the
-            # length), so the bytes written so far stay in the partial for the next try.
-            for chunk in response.iter_content(CHUNK_BYTES):
+            # read1 hands over bytes as they arrive, so a body cut short of its
+            # Content-Length (urllib3 raises then) leaves all it delivered in the partial;
+            # iter_content would drop its half-filled chunk. No decoding: the file's bytes.
+            while chunk := response.raw.read1(CHUNK_BYTES, decode_content=False):
                 digest.update(chunk)
                 file.write(chunk)
                 progress.update(len(chunk))
@@ -167,7 +172,7 @@ def _fetch_with_retries(
                 time.sleep(delay)
             try:
                 return _fetch_once(session, url, partial, timeout)
-            except requests.RequestException as error:
+            except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
                 reason = _innermost_reason(error)
     kept = f"; {partial} keeps the bytes so far" if partial.exists() else ""
     raise StageError(

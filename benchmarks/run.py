@@ -85,9 +85,6 @@ def project_copy(archive: Path, folder: Path) -> Path:
     for command in (["git", "init", "-q"], ["git", "add", "-A"],
                     ["git", *identity, "commit", "-qm", "copy"]):  # fmt: skip
         subprocess.run(command, cwd=project, check=True, capture_output=True)
-    subprocess.run(
-        ["dvc", "remote", "remove", "local"], cwd=project, check=False, capture_output=True
-    )
     return project
 
 

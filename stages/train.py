@@ -120,6 +120,20 @@ def make_dataset(
     return tf.data.Dataset.range(epochs).flat_map(epoch_batches).prefetch(tf.data.AUTOTUNE)
 
 
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """Create the tf.distribute strategy named by ``train.distribute``.
+
+    ``mirrored``: every local GPU, or else every (logical) CPU device; ``none``:
+    TensorFlow's default strategy.
+    """
+    if name == "mirrored":
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([device.name for device in devices])
+    if name == "none":
+        return tf.distribute.get_strategy()
+    raise ValueError(f"unknown distribute {name!r}: use none or mirrored")
+
+
 def layer_summary(model: keras.Model) -> dict[str, object]:
     """Parameter counts per layer and in total, as the assignment asks (2.4)."""
     return {
@@ -155,30 +169,43 @@ def train(
     n_classes: int,
     params: TrainParams,
     validation_batch_size: int,
+    strategy: tf.distribute.Strategy,
     live: Live,
 ) -> TrainingResult:
-    """Train the MLP with ``params``; deterministic for a given ``params.seed``."""
+    """Train the MLP with ``params``; deterministic for a given ``params.seed``.
+
+    ``params.batch_size`` is per replica: each step uses batch_size x replicas images,
+    split across the replicas. ``live`` logs every epoch.
+    """
     keras.utils.set_random_seed(params.seed)
     tf.config.experimental.enable_op_determinism()
-    model = build_model(
-        train_split.images.shape[1],
-        params.hidden_units,
-        n_classes,
-        params.activation,
-        params.dropout,
-    )
+    global_batch_size = params.batch_size * strategy.num_replicas_in_sync
+    distributed = params.distribute != "none"
+    if distributed and (params.jit_compile or params.steps_per_execution > 1):
+        print("train.distribute: running without jit_compile, one step per execution")
+    steps_per_epoch = -(-len(train_split.labels) // global_batch_size)
+    with strategy.scope():
+        model = build_model(
+            train_split.images.shape[1],
+            params.hidden_units,
+            n_classes,
+            params.activation,
+            params.dropout,
+        )
+        model.compile(
+            optimizer=make_optimizer(params, steps_per_epoch),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+            # Keras 3.15 fails under tf.distribute with XLA or several steps per call.
+            jit_compile=params.jit_compile and not distributed,
+            steps_per_execution=1
+            if distributed
+            else min(params.steps_per_execution, steps_per_epoch),
+        )
     # The assignment's check (2.5): the softmax over the first training sample sums to 1.
     first_output = model(standardization.transform(train_split.images[:1]), training=False)
     first_sample_output_sum = float(np.sum(keras.ops.convert_to_numpy(first_output)))
 
-    steps_per_epoch = -(-len(train_split.labels) // params.batch_size)
-    model.compile(
-        optimizer=make_optimizer(params, steps_per_epoch),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-        jit_compile=params.jit_compile,
-        steps_per_execution=min(params.steps_per_execution, steps_per_epoch),
-    )
     callbacks: list[keras.callbacks.Callback] = [DVCLiveCallback(live=live)]
     if params.early_stopping_patience > 0:
         callbacks.append(
@@ -194,7 +221,7 @@ def train(
         make_dataset(
             train_split,
             standardization,
-            params.batch_size,
+            global_batch_size,
             shuffle_seed=params.seed,
             horizontal_flip=params.horizontal_flip,
             epochs=params.epochs,
@@ -251,6 +278,7 @@ def main() -> None:
     arguments = parser.parse_args()
     all_params = load_params()
     params = all_params.train
+    strategy = make_strategy(params.distribute)
 
     standardization = load_standardization(arguments.prepared)
     class_names = load_class_names(arguments.prepared)
@@ -265,8 +293,10 @@ def main() -> None:
             n_classes=len(class_names),
             params=params,
             validation_batch_size=all_params.evaluate.batch_size,
+            strategy=strategy,
             live=live,
         )
+    replicas = f"{strategy.num_replicas_in_sync} replica(s)"
     if abs(result.first_sample_output_sum - 1.0) > SOFTMAX_SUM_TOLERANCE:
         raise StageError(
             f"softmax output on the first training sample sums to "
@@ -283,7 +313,7 @@ def main() -> None:
     write_json(arguments.summary, summary)
     write_json(arguments.history, result.history)
     best = result.history["val_accuracy"][result.best_epoch - 1]
-    print(f"trained {summary['total_parameters']:,} parameters at "
+    print(f"trained {summary['total_parameters']:,} parameters on {replicas} at "
           f"{result.samples_per_second:.0f} samples/s; "
           f"validation accuracy {best:.4f} at epoch {result.best_epoch}")  # fmt: skip
 

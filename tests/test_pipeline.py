@@ -118,7 +118,9 @@ def test_push_wipe_pull_restores_outputs(reproduced: Path) -> None:
     commit(reproduced, "first run")
     run(["dvc", "push"], reproduced)
     shutil.rmtree(reproduced / ".dvc" / "cache")
-    shutil.rmtree(reproduced / "data")
+    for cached in ("data/prepared", "data/model", "reports/figures"):
+        shutil.rmtree(reproduced / cached)
     run(["dvc", "pull"], reproduced)
+    assert (reproduced / "reports" / "figures" / "samples.png").is_file()
     assert (reproduced / "data" / "model" / "model.weights.h5").is_file()
     assert "up to date" in run(["dvc", "status"], reproduced).stdout

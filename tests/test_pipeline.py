@@ -124,3 +124,13 @@ def test_push_wipe_pull_restores_outputs(reproduced: Path) -> None:
     assert (reproduced / "reports" / "figures" / "samples.png").is_file()
     assert (reproduced / "data" / "model" / "model.weights.h5").is_file()
     assert "up to date" in run(["dvc", "status"], reproduced).stdout
+
+
+def test_forced_repro_is_byte_identical(reproduced: Path) -> None:
+    lock = (reproduced / "dvc.lock").read_bytes()
+    metrics = (reproduced / "reports" / "metrics.json").read_bytes()
+    result = run(["dvc", "repro", "--force"], reproduced)
+    assert stages_run(result.stdout) == set(ALL_STAGES)
+    # dvc.lock holds every output's hash: model, figures and reports are reproduced bit for bit.
+    assert (reproduced / "dvc.lock").read_bytes() == lock
+    assert (reproduced / "reports" / "metrics.json").read_bytes() == metrics

@@ -66,12 +66,11 @@ class BackpropParams(Section):
 
 
 class TrainParams(Section):
-    """The Keras MLP, its optimizer, the training tricks and the speed knobs."""
+    """The Keras MLP and its Adam optimizer, the training tricks and the speed knobs."""
 
     seed: Seed
     hidden_units: list[PositiveInt] = Field(min_length=1)
     activation: Literal["relu", "sigmoid", "tanh", "gelu"]
-    optimizer: Literal["adam"]
     learning_rate: PositiveFloat
     epochs: PositiveInt
     batch_size: PositiveInt

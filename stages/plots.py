@@ -47,6 +47,7 @@ def samples_by_class(
         per_class,
         figsize=(1.3 * per_class + 1.2, 1.3 * len(class_names)),
         squeeze=False,
+        layout="constrained",
     )
     for row, name in enumerate(class_names):
         indices = np.flatnonzero(labels == row)[:per_class]
@@ -59,7 +60,6 @@ def samples_by_class(
                 axis.axis("off")
         axes[row, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=11)
     figure.suptitle(f"Training images: {per_class} per class")
-    figure.tight_layout()
     return figure
 
 
@@ -71,7 +71,7 @@ def training_curves(
     best_epoch: int,
 ) -> Figure:
     """Plot history keys (key -> legend label) per epoch, marking the restored epoch."""
-    figure, axis = plt.subplots(figsize=(7, 4.5))
+    figure, axis = plt.subplots(figsize=(7, 4.5), layout="constrained")
     for key, label in series.items():
         values = history[key]
         axis.plot(range(1, len(values) + 1), values, marker="o", markersize=3, label=label)
@@ -81,7 +81,6 @@ def training_curves(
     axis.set_ylabel(ylabel)
     axis.grid(alpha=0.3)
     axis.legend()
-    figure.tight_layout()
     return figure
 
 
@@ -91,7 +90,11 @@ def labelled_images(
     """Grid of images titled "GT: ... / P: ...": right in green, wrong in red."""
     rows = max(1, math.ceil(len(predictions) / GRID_COLUMNS))
     figure, axes = plt.subplots(
-        rows, GRID_COLUMNS, figsize=(2.3 * GRID_COLUMNS, 2.5 * rows), squeeze=False
+        rows,
+        GRID_COLUMNS,
+        figsize=(2.3 * GRID_COLUMNS, 2.5 * rows),
+        squeeze=False,
+        layout="constrained",
     )
     for axis in axes.flat:
         axis.axis("off")
@@ -103,13 +106,12 @@ def labelled_images(
             label += f" ({row['confidence']:.0%})"
         axis.set_title(label, fontsize=9, color=WRONG_COLOUR if wrong else RIGHT_COLOUR)
     figure.suptitle(title)
-    figure.tight_layout()
     return figure
 
 
 def confusion_figure(predictions: pd.DataFrame, class_names: Sequence[str]) -> Figure:
     """Confusion matrix of the test set, rows = actual class, with class names."""
-    figure, axis = plt.subplots(figsize=(8, 7))
+    figure, axis = plt.subplots(figsize=(8, 7), layout="constrained")
     ConfusionMatrixDisplay.from_predictions(
         predictions["actual"],
         predictions["predicted"],
@@ -121,7 +123,6 @@ def confusion_figure(predictions: pd.DataFrame, class_names: Sequence[str]) -> F
     )
     accuracy = float((predictions["actual"] == predictions["predicted"]).mean())
     axis.set_title(f"Test confusion matrix (accuracy {accuracy:.1%})")
-    figure.tight_layout()
     return figure
 
 

@@ -30,7 +30,6 @@ def test_committed_params_are_valid() -> None:
     assert params.prepare.seed == 42
     assert params.train.hidden_units == [128, 64]
     assert params.train.epochs == 20
-    assert params.train.optimizer == "adam"
     assert params.data.md5 == "c58f30108f718f92721af3b95e74349a"
 
 

@@ -76,6 +76,7 @@ class TrainParams(Section):
     batch_size: PositiveInt
     lr_schedule: Literal["constant", "cosine"]
     early_stopping_patience: NonNegativeInt
+    restore_best_epoch: bool
     horizontal_flip: bool
     dropout: float = Field(ge=0, lt=1)
     weight_decay: NonNegativeFloat

@@ -207,13 +207,14 @@ def train(
     first_sample_output_sum = float(np.sum(keras.ops.convert_to_numpy(first_output)))
 
     callbacks: list[keras.callbacks.Callback] = [DVCLiveCallback(live=live)]
-    if params.early_stopping_patience > 0:
+    if params.restore_best_epoch or params.early_stopping_patience > 0:
         callbacks.append(
             keras.callbacks.EarlyStopping(
                 monitor="val_accuracy",
                 mode="max",
-                patience=params.early_stopping_patience,
-                restore_best_weights=True,
+                # Patience 0 means never stop early: wait longer than the whole run.
+                patience=params.early_stopping_patience or params.epochs,
+                restore_best_weights=params.restore_best_epoch,
             )
         )
     fit_started = time.perf_counter()
@@ -237,7 +238,7 @@ def train(
     validation_accuracy = history["val_accuracy"]
     best_epoch = (
         int(np.argmax(validation_accuracy)) + 1
-        if params.early_stopping_patience > 0
+        if params.restore_best_epoch
         else len(validation_accuracy)
     )
     return TrainingResult(

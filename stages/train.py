@@ -62,9 +62,21 @@ def make_optimizer(params: TrainParams, steps_per_epoch: int) -> keras.optimizer
     return keras.optimizers.Adam(learning_rate)
 
 
-def mirror_images(images: np.ndarray) -> np.ndarray:
-    """Mirror flat height-width-channel uint8 images left to right (a uint8 copy)."""
-    return images.reshape(-1, *IMAGE_SHAPE)[:, :, ::-1, :].reshape(images.shape)
+def mirror_images(images: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Mirror flat height-width-channel uint8 images left to right, into ``out`` if given."""
+    mirrored = images.reshape(-1, *IMAGE_SHAPE)[:, :, ::-1, :]
+    if out is None:
+        return mirrored.reshape(images.shape)  # a copy: the view is not contiguous
+    out.reshape(-1, *IMAGE_SHAPE)[:] = mirrored
+    return out
+
+
+def with_mirrored_copy(images: np.ndarray) -> np.ndarray:
+    """Stack ``images`` and their mirror images (row i + N mirrors row i), in one allocation."""
+    stacked = np.empty((2 * len(images), images.shape[1]), np.uint8)
+    stacked[: len(images)] = images
+    mirror_images(images, out=stacked[len(images) :])
+    return stacked
 
 
 def make_dataset(
@@ -86,12 +98,10 @@ def make_dataset(
     if horizontal_flip and shuffle_seed is None:
         raise ValueError("horizontal_flip needs a shuffle_seed to draw flips from")
     size = len(split.labels)
-    source = (
-        np.concatenate([split.images, mirror_images(split.images)])
-        if horizontal_flip
-        else split.images
+    images, labels = (
+        tf.constant(with_mirrored_copy(split.images) if horizontal_flip else split.images),
+        tf.constant(split.labels),
     )
-    images, labels = tf.constant(source), tf.constant(split.labels)
 
     def epoch_order(epoch: tf.Tensor) -> tf.Tensor:
         order = tf.range(size, dtype=tf.int64)

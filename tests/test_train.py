@@ -14,7 +14,13 @@ import yaml
 
 from stages.cifar import FEATURES, IMAGE_SHAPE, Split
 from stages.dataset import Standardization
-from stages.train import build_model, load_model, make_dataset, mirror_images
+from stages.train import (
+    build_model,
+    load_model,
+    make_dataset,
+    mirror_images,
+    with_mirrored_copy,
+)
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
@@ -85,6 +91,8 @@ def test_mirror_images_reverses_the_width() -> None:
     row, column, channel = 4, 9, 1
     assert mirrored[1, row, column, channel] == grid[1, row, 31 - column, channel]
     np.testing.assert_array_equal(mirror_images(mirror_images(images)), images)
+    stacked = with_mirrored_copy(images)
+    np.testing.assert_array_equal(stacked, np.concatenate([images, mirror_images(images)]))
 
 
 def test_flip_shows_each_image_plain_or_mirrored_about_half_the_time() -> None:

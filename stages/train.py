@@ -87,6 +87,7 @@ def make_dataset(
     shuffle_seed: int | None = None,
     horizontal_flip: bool = False,
     epochs: int = 1,
+    prefetch_batches: int = 1,
 ) -> tf.data.Dataset:
     """Batches of (standardized float32 images, labels) for ``epochs`` passes over ``split``.
 
@@ -127,7 +128,8 @@ def make_dataset(
 
         return tf.data.Dataset.range(0, size, batch_size).map(gather)
 
-    return tf.data.Dataset.range(epochs).flat_map(epoch_batches).prefetch(tf.data.AUTOTUNE)
+    # A fixed prefetch buffer: AUTOTUNE may grow it by hundreds of MB while training waits.
+    return tf.data.Dataset.range(epochs).flat_map(epoch_batches).prefetch(prefetch_batches)
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -236,6 +238,7 @@ def train(
             shuffle_seed=params.seed,
             horizontal_flip=params.horizontal_flip,
             epochs=params.epochs,
+            prefetch_batches=params.steps_per_execution,  # one execution's worth ready
         ),
         validation_data=make_dataset(validation_split, standardization, validation_batch_size),
         epochs=params.epochs,

@@ -17,7 +17,6 @@ from stages.cifar import FEATURES, Split
 from stages.cli import StageError
 
 SplitName = Literal["train", "validation", "test"]
-SPLIT_NAMES: tuple[SplitName, ...] = ("train", "validation", "test")
 _CLASSES_FILE = "classes.json"
 _MEAN_FILE = "standardization_mean.npy"
 _SCALE_FILE = "standardization_scale.npy"

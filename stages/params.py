@@ -82,7 +82,7 @@ class TrainParams(Section):
     weight_decay: NonNegativeFloat
     jit_compile: bool
     steps_per_execution: PositiveInt
-    distribute: Literal["none", "mirrored"]
+    distribute: Literal["none", "mirrored", "multi_worker"]
 
 
 class EvaluateParams(Section):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -81,6 +83,44 @@ def test_one_replica_matches_no_strategy(prepared: Path) -> None:
     mirrored = json.loads((prepared / "mirrored" / "history.json").read_text())
     for key, values in plain.items():
         assert mirrored[key] == pytest.approx(values, rel=1e-5), key
+
+
+def free_local_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for open_socket in sockets:
+        open_socket.bind(("127.0.0.1", 0))
+    ports = [open_socket.getsockname()[1] for open_socket in sockets]
+    for open_socket in sockets:
+        open_socket.close()
+    return ports
+
+
+def test_multi_worker_with_two_local_worker_processes(prepared: Path) -> None:
+    set_distribute(prepared, "multi_worker")
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_local_ports(2)]}
+    workers = [
+        subprocess.Popen(
+            train_command(f"worker{index}"),
+            cwd=prepared,
+            env={**os.environ, "TF_CONFIG": json.dumps(
+                {"cluster": cluster, "task": {"type": "worker", "index": index}}
+            )},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for index in range(2)
+    ]  # fmt: skip
+    outputs = [worker.communicate(timeout=600) for worker in workers]
+    for worker, (_, stderr) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, stderr[-3000:]
+    assert "on 2 replica(s)" in outputs[0][0]
+    assert "as a worker; the chief writes the outputs" in outputs[1][0]
+    chief = prepared / "worker0"
+    assert (chief / "model" / "model.weights.h5").is_file()
+    assert json.loads((chief / "live" / "metrics.json").read_text())["step"] == 1
+    assert len(json.loads((chief / "history.json").read_text())["loss"]) == 2
+    assert not (prepared / "worker1").exists()  # dvclive and the outputs: chief only
 
 
 def test_queued_experiments_run_and_differ(make_project: Callable[..., Path]) -> None:

@@ -13,11 +13,13 @@ import tensorflow as tf
 import yaml
 
 from stages.cifar import FEATURES, IMAGE_SHAPE, Split
+from stages.cli import StageError
 from stages.dataset import Standardization
 from stages.train import (
     build_model,
     load_model,
     make_dataset,
+    make_strategy,
     mirror_images,
     with_mirrored_copy,
 )
@@ -82,6 +84,12 @@ def test_shuffle_is_seeded_and_changes_every_epoch() -> None:
     assert not np.array_equal(first, second)
     assert not np.array_equal(first, other)
     np.testing.assert_array_equal(first, again)
+
+
+def test_multi_worker_without_tf_config_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(StageError, match="multi_worker needs TF_CONFIG"):
+        make_strategy("multi_worker")
 
 
 def test_mirror_images_reverses_the_width() -> None:

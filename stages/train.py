@@ -130,7 +130,23 @@ def make_dataset(
         return tf.data.Dataset.range(0, size, batch_size).map(gather)
 
     # A fixed prefetch buffer: AUTOTUNE may grow it by hundreds of MB while training waits.
-    return tf.data.Dataset.range(epochs).flat_map(epoch_batches).prefetch(prefetch_batches)
+    # flat_map hides the length; Keras needs it to end an evaluation without a warning.
+    batches = tf.data.Dataset.range(epochs).flat_map(epoch_batches)
+    batches = batches.apply(
+        tf.data.experimental.assert_cardinality(epochs * -(-size // batch_size))
+    )
+    return batches.prefetch(prefetch_batches)
+
+
+def steps_per_call(steps_per_epoch: int, limit: int) -> int:
+    """Pick the most training steps per compiled call, up to ``limit``, that divide an epoch.
+
+    Keras runs whole calls, so a call size that does not divide the epoch would carry
+    the epoch's end into the next epoch's batches (and cut the last epoch short).
+    """
+    if steps_per_epoch < 1 or limit < 1:
+        raise ValueError(f"steps_per_epoch ({steps_per_epoch}) and limit ({limit}) must be >= 1")
+    return max(d for d in range(1, min(limit, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -312,7 +328,7 @@ def train(
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
             jit_compile=jit_compile,
-            steps_per_execution=min(params.steps_per_execution, steps_per_epoch),
+            steps_per_execution=steps_per_call(steps_per_epoch, params.steps_per_execution),
         )
     # The assignment's check (2.5): the softmax over the first training sample sums to 1.
     first_output = model(standardization.transform(train_split.images[:1]), training=False)

@@ -15,12 +15,15 @@ import yaml
 from stages.cifar import FEATURES, IMAGE_SHAPE, Split
 from stages.cli import StageError
 from stages.dataset import Standardization
+from stages.params import load_params
 from stages.train import (
     build_model,
     load_model,
     make_dataset,
     make_strategy,
     mirror_images,
+    steps_per_call,
+    train,
     with_mirrored_copy,
 )
 
@@ -84,6 +87,36 @@ def test_shuffle_is_seeded_and_changes_every_epoch() -> None:
     assert not np.array_equal(first, second)
     assert not np.array_equal(first, other)
     np.testing.assert_array_equal(first, again)
+
+
+@pytest.mark.parametrize(
+    ("steps_per_epoch", "limit", "expected"),
+    [(1250, 128, 125), (250, 128, 125), (256, 128, 128), (7, 128, 7), (127, 64, 1), (10, 4, 2)],
+)
+def test_steps_per_call_divides_the_epoch(steps_per_epoch: int, limit: int, expected: int) -> None:
+    assert steps_per_call(steps_per_epoch, limit) == expected
+
+
+def test_epochs_stay_aligned_with_several_steps_per_call() -> None:
+    """Keras runs whole calls: 10 steps in calls of 4 would make epochs of 12 and 8 steps.
+
+    Keras then warns that the input ran out of data, which this suite turns into an error.
+    """
+    params = load_params(REPOSITORY / "params.yaml").train.model_copy(
+        update={"epochs": 2, "batch_size": 4, "steps_per_execution": 4, "hidden_units": [8]}
+    )
+    result = train(
+        tiny_split(rows=40),
+        tiny_split(rows=8, seed=1),
+        standardization=standardization(),
+        n_classes=10,
+        params=params,
+        validation_batch_size=8,
+        strategy=make_strategy("none"),
+        live=None,
+    )
+    assert int(result.model.optimizer.iterations) == 2 * 10
+    assert len(result.history["loss"]) == 2
 
 
 def test_multi_worker_without_tf_config_names_it(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -222,15 +223,18 @@ def fit_with_strategy(
         probabilities = model(images, training=False)
         return sums(labels, probabilities, loss_function(labels, probabilities))
 
-    @tf.function(reduce_retracing=True)
-    def distributed_train_step(batch: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
-        per_replica = strategy.run(train_step, args=batch)
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+    def on_every_replica(step: Callable[..., tf.Tensor]) -> Callable[..., tf.Tensor]:
+        """Run ``step`` on each replica's part of a batch and add up the sums."""
 
-    @tf.function(reduce_retracing=True)
-    def distributed_test_step(batch: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
-        per_replica = strategy.run(test_step, args=batch)
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+        @tf.function(reduce_retracing=True)
+        def run(batch: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
+            per_replica = strategy.run(step, args=batch)
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+        return run
+
+    distributed_train_step = on_every_replica(train_step)
+    distributed_test_step = on_every_replica(test_step)
 
     def logs(loss_sum: float, correct: float, count: float, prefix: str = "") -> dict[str, float]:
         return {f"{prefix}accuracy": correct / count, f"{prefix}loss": loss_sum / count}

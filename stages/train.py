@@ -64,21 +64,10 @@ def make_optimizer(params: TrainParams, steps_per_epoch: int) -> keras.optimizer
     return keras.optimizers.Adam(learning_rate)
 
 
-def mirror_images(images: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Mirror flat height-width-channel uint8 images left to right, into ``out`` if given."""
-    mirrored = images.reshape(-1, *IMAGE_SHAPE)[:, :, ::-1, :]
-    if out is None:
-        return mirrored.reshape(images.shape)  # a copy: the view is not contiguous
-    out.reshape(-1, *IMAGE_SHAPE)[:] = mirrored
-    return out
-
-
-def with_mirrored_copy(images: np.ndarray) -> np.ndarray:
-    """Stack ``images`` and their mirror images (row i + N mirrors row i), in one allocation."""
-    stacked = np.empty((2 * len(images), images.shape[1]), np.uint8)
-    stacked[: len(images)] = images
-    mirror_images(images, out=stacked[len(images) :])
-    return stacked
+def mirror_batch(images: tf.Tensor, flip: tf.Tensor) -> tf.Tensor:
+    """Mirror left to right the flat height-width-channel rows of ``images`` where ``flip``."""
+    mirrored = tf.reverse(tf.reshape(images, (-1, *IMAGE_SHAPE)), axis=[2])
+    return tf.where(flip[:, tf.newaxis], tf.reshape(mirrored, tf.shape(images)), images)
 
 
 def make_dataset(
@@ -94,38 +83,37 @@ def make_dataset(
 
     Work happens per batch, never per image, because on a small CPU the input pipeline
     competes with training: each epoch draws one shuffled order (stateless, from
-    ``shuffle_seed`` and the epoch number) and each batch is one gather of uint8 rows.
-    Flipping picks, per image and epoch, the row of a mirrored uint8 copy instead.
+    ``shuffle_seed`` and the epoch number) and each batch is one gather of uint8 rows;
+    flips, drawn per image and epoch, mirror rows of the gathered batch.
     """
     if horizontal_flip and shuffle_seed is None:
         raise ValueError("horizontal_flip needs a shuffle_seed to draw flips from")
     size = len(split.labels)
-    images, labels = (
-        tf.constant(with_mirrored_copy(split.images) if horizontal_flip else split.images),
-        tf.constant(split.labels),
-    )
+    images, labels = tf.constant(split.images), tf.constant(split.labels)
 
-    def epoch_order(epoch: tf.Tensor) -> tf.Tensor:
+    def epoch_order(epoch: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Draw the epoch's order of the rows, and whether to mirror each image in it."""
         order = tf.range(size, dtype=tf.int64)
         if shuffle_seed is None:
-            return order
+            return order, tf.zeros((size,), tf.bool)
         seed = tf.random.experimental.stateless_fold_in(
             tf.constant([shuffle_seed, 0], tf.int64), epoch
         )
         order = tf.random.experimental.stateless_shuffle(order, seed=seed)
-        if horizontal_flip:
-            flip_seed = tf.random.experimental.stateless_fold_in(seed, 1)
-            flipped = tf.random.stateless_uniform((size,), seed=flip_seed) < FLIP_PROBABILITY
-            order += tf.cast(flipped, tf.int64) * size
-        return order
+        if not horizontal_flip:
+            return order, tf.zeros((size,), tf.bool)
+        flip_seed = tf.random.experimental.stateless_fold_in(seed, 1)
+        return order, tf.random.stateless_uniform((size,), seed=flip_seed) < FLIP_PROBABILITY
 
     def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
-        order = epoch_order(epoch)
+        order, flips = epoch_order(epoch)
 
         def gather(start: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             rows = order[start : start + batch_size]
-            features = standardization.apply(tf.cast(tf.gather(images, rows), tf.float32))
-            return features, tf.gather(labels, rows % size)
+            batch = tf.gather(images, rows)
+            if horizontal_flip:
+                batch = mirror_batch(batch, flips[start : start + batch_size])
+            return standardization.apply(tf.cast(batch, tf.float32)), tf.gather(labels, rows)
 
         return tf.data.Dataset.range(0, size, batch_size).map(gather)
 

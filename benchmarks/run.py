@@ -85,8 +85,8 @@ def stage_seconds(measured: Measured) -> dict[str, float]:
         for seconds, line in measured.lines
         if (match := STAGE_START.match(line))
     ]
-    ends = [seconds for seconds, _ in starts[1:]] + [measured.seconds]
-    return {stage: end - start for (start, stage), end in zip(starts, ends, strict=True)}
+    boundaries = [seconds for seconds, _ in starts] + [measured.seconds]
+    return {stage: end - start for (start, stage), end in zip(starts, boundaries[1:], strict=True)}
 
 
 def project_copy(archive: Path, folder: Path) -> Path:

@@ -1,0 +1,60 @@
+"""The benchmark script's pure parts: per-stage times from DVC's output, readable figures."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+RUN_SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
+
+
+@pytest.fixture(scope="module")
+def run() -> ModuleType:
+    """benchmarks/run.py as a module (benchmarks/ is a folder of scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location("benchmark_run", RUN_SCRIPT)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_stage_seconds_run_from_each_announcement_to_the_next(run: ModuleType) -> None:
+    lines = [
+        (0.5, "Running stage 'download':\n"),
+        (0.6, "> python -m stages.download\n"),
+        (2.0, "Updating lock file 'dvc.lock'\n"),
+        (2.5, "Running stage 'prepare':\n"),
+        (9.0, "Running stage 'train':\n"),
+        (9.5, "trained 402,250 parameters on 1 replica(s) at 18000 samples/s\n"),
+    ]
+    measured = run.Measured(seconds=20.0, peak_mb=100.0, lines=lines)
+    assert run.stage_seconds(measured) == pytest.approx(
+        {"download": 2.0, "prepare": 6.5, "train": 11.0}
+    )
+    assert run.THROUGHPUT.search(measured.stdout).group(1) == "18000"
+
+
+def test_stage_seconds_ignore_lines_that_only_mention_a_stage(run: ModuleType) -> None:
+    lines = [(1.0, "Stage 'download' didn't change, skipping\n")]
+    assert run.stage_seconds(run.Measured(seconds=2.0, peak_mb=1.0, lines=lines)) == {}
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([1.003], "1.00"),
+        ([0.473, 0.473], "0.473 (0.473-0.473)"),
+        ([76.83, 77.5], "77.2 (76.8-77.5)"),
+        ([18940.2, 18930.0], "18,935 (18,930-18,940)"),
+    ],
+)
+def test_summarize_gives_the_mean_and_the_range(
+    run: ModuleType, values: list[float], expected: str
+) -> None:
+    assert run.summarize(values) == expected

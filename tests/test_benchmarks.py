@@ -58,3 +58,36 @@ def test_summarize_gives_the_mean_and_the_range(
     run: ModuleType, values: list[float], expected: str
 ) -> None:
     assert run.summarize(values) == expected
+
+
+def test_step_products_are_forward_weight_and_input_gradients(run: ModuleType) -> None:
+    assert run.step_products([4, 3, 2], batch_size=5) == [
+        (5, 4, 3),  # layer 1 forward
+        (4, 5, 3),  # layer 1 weight gradient; no gradient for the images
+        (5, 3, 2),  # layer 2 forward
+        (3, 5, 2),  # layer 2 weight gradient
+        (5, 2, 3),  # layer 2 input gradient
+    ]
+
+
+def test_step_products_of_the_assignment_mlp_count_its_multiply_adds(run: ModuleType) -> None:
+    weights = 3072 * 128 + 128 * 64 + 64 * 10
+    first_layer_inputs = 3072 * 128
+    products = run.step_products([3072, 128, 64, 10], batch_size=32)
+    multiply_adds = sum(rows * inner * columns for rows, inner, columns in products)
+    assert multiply_adds == 32 * (3 * weights - first_layer_inputs)
+
+
+def test_matmul_floor_counts_every_epoch(run: ModuleType) -> None:
+    def floor(epochs: int) -> float:
+        return run.matmul_floor_seconds(
+            [32, 16, 4],
+            batch_size=8,
+            validation_batch_size=16,
+            train_samples=64,
+            validation_samples=32,
+            epochs=epochs,
+        )
+
+    assert floor(0) == 0
+    assert floor(2) > 0

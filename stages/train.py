@@ -91,27 +91,23 @@ def make_dataset(
     size = len(split.labels)
     images, labels = tf.constant(split.images), tf.constant(split.labels)
 
-    def epoch_order(epoch: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Draw the epoch's order of the rows, and whether to mirror each image in it."""
-        order = tf.range(size, dtype=tf.int64)
-        if shuffle_seed is None:
-            return order, tf.zeros((size,), tf.bool)
-        seed = tf.random.experimental.stateless_fold_in(
-            tf.constant([shuffle_seed, 0], tf.int64), epoch
-        )
-        order = tf.random.experimental.stateless_shuffle(order, seed=seed)
-        if not horizontal_flip:
-            return order, tf.zeros((size,), tf.bool)
-        flip_seed = tf.random.experimental.stateless_fold_in(seed, 1)
-        return order, tf.random.stateless_uniform((size,), seed=flip_seed) < FLIP_PROBABILITY
-
     def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
-        order, flips = epoch_order(epoch)
+        # The epoch's order of the rows and, with flips, whether to mirror each image.
+        order = tf.range(size, dtype=tf.int64)
+        flips = None
+        if shuffle_seed is not None:
+            seed = tf.random.experimental.stateless_fold_in(
+                tf.constant([shuffle_seed, 0], tf.int64), epoch
+            )
+            order = tf.random.experimental.stateless_shuffle(order, seed=seed)
+            if horizontal_flip:
+                flip_seed = tf.random.experimental.stateless_fold_in(seed, 1)
+                flips = tf.random.stateless_uniform((size,), seed=flip_seed) < FLIP_PROBABILITY
 
         def gather(start: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             rows = order[start : start + batch_size]
             batch = tf.gather(images, rows)
-            if horizontal_flip:
+            if flips is not None:
                 batch = mirror_batch(batch, flips[start : start + batch_size])
             return standardization.apply(tf.cast(batch, tf.float32)), tf.gather(labels, rows)
 

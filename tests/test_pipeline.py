@@ -72,19 +72,14 @@ def test_changing_epochs_reruns_training_and_diffs_both_revisions(reproduced: Pa
     params_diff = json.loads(run(["dvc", "params", "diff", "--json"], project).stdout)
     epochs = params_diff["params.yaml"]["train.epochs"]
     assert (epochs["old"], epochs["new"]) == (2, 3)
+    # metrics diff lists changed values only; the loss changes with every extra epoch
+    # (the accuracy on the synthetic archive may already be 1.0).
     metrics_diff = json.loads(run(["dvc", "metrics", "diff", "--json"], project).stdout)
-    assert "test.accuracy" in metrics_diff["reports/metrics.json"]
+    assert "test.loss" in metrics_diff["reports/metrics.json"]
 
-    plots = json.loads(run(["dvc", "plots", "diff", "HEAD", "--json"], project).stdout)
-    data = plots["data"]
+    data = json.loads(run(["dvc", "plots", "diff", "HEAD", "--json"], project).stdout)["data"]
     for name in ("Loss per epoch", "Test confusion matrix"):
-        revisions = (
-            {point["rev"] for point in data[name][0]["content"]["data"]["values"]}
-            if False
-            else None
-        )
         assert name in data, sorted(data)
-        del revisions
     assert {"HEAD", "workspace"} <= {
         rev for entry in data["Loss per epoch"] for rev in entry.get("revisions", [])
     }

@@ -5,7 +5,8 @@ In one invocation, for each repetition: (a) the notebook's recipe as a faithful 
 repository reading the same archive (already local: ``data.archive``), timed per stage
 from the moments DVC announces each stage. Prints wall time per stage and in total,
 peak memory, training throughput, test accuracy and the DVC cache size, then the ratios
-pipeline/recipe against the targets.
+pipeline/recipe against the targets, and what the end-to-end target leaves for training
+next to the time its matrix products alone take with numpy (a floor on this machine).
 
     .venv/bin/python benchmarks/run.py ../shared/data/cifar-10-sample.tar.gz
     .venv/bin/python -m stages.cifar --output /tmp/full.tar.gz --images-per-batch 10000
@@ -42,6 +43,7 @@ STAGES = ("download", "prepare", "backprop", "train", "evaluate", "plots")
 THROUGHPUT = re.compile(r"at (\d+) samples/s")
 STAGE_START = re.compile(r"^Running stage '(\w+)'")
 
+END_TO_END_TARGET = 0.5  # pipeline / recipe wall time
 Product = tuple[int, int, int]  # rows, inner size, columns of one matrix product
 
 
@@ -282,7 +284,7 @@ def main() -> None:
         return mean(pipelines, key) / mean(recipes, key)
 
     checks = [
-        ("pipeline / recipe wall time", ratio("total_seconds"), "<=", 0.5),
+        ("pipeline / recipe wall time", ratio("total_seconds"), "<=", END_TO_END_TARGET),
         ("pipeline / recipe peak memory", ratio("peak_mb"), "<=", 0.4),
         ("pipeline / recipe training throughput", ratio("samples_per_second"), ">=", 2.5),
         (
@@ -302,7 +304,7 @@ def main() -> None:
         )
     # What the end-to-end target leaves for training once every other stage has run.
     train_seconds = mean(pipelines, "train_seconds")
-    budget = 0.5 * mean(recipes, "total_seconds") - (
+    budget = END_TO_END_TARGET * mean(recipes, "total_seconds") - (
         mean(pipelines, "total_seconds") - train_seconds
     )
     fit, floor = mean(pipelines, "fit_seconds"), mean(pipelines, "fit_matmul_floor_seconds")
@@ -312,7 +314,7 @@ def main() -> None:
         else "the other stages alone take longer than that"
     )
     print(
-        f"\nat 0.5x the recipe's wall time {left}. The train stage takes "
+        f"\nat {END_TO_END_TARGET}x the recipe's wall time {left}. The train stage takes "
         f"{train_seconds:.1f} s, of which fit {fit:.1f} s: {fit / floor:.2f}x the "
         f"{floor:.1f} s that its matrix products alone take with numpy here."
     )

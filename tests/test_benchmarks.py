@@ -78,16 +78,22 @@ def test_step_products_of_the_assignment_mlp_count_its_multiply_adds(run: Module
     assert multiply_adds == 32 * (3 * weights - first_layer_inputs)
 
 
-def test_matmul_floor_counts_every_epoch(run: ModuleType) -> None:
-    def floor(epochs: int) -> float:
-        return run.matmul_floor_seconds(
-            [32, 16, 4],
-            batch_size=8,
-            validation_batch_size=16,
-            train_samples=64,
-            validation_samples=32,
-            epochs=epochs,
-        )
+def test_matmul_floor_adds_every_product_of_every_epoch(
+    run: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(run, "product_seconds", lambda product: 1.0)  # each product: 1 s
+    floor = run.matmul_floor_seconds(
+        [32, 16, 4],
+        batch_size=8,
+        validation_batch_size=16,
+        train_samples=64,
+        validation_samples=32,
+        epochs=2,
+    )
+    steps, products_per_step = 64 / 8, 5  # 2 + 3 products for the two layers
+    validation_batches, products_per_batch = 32 / 16, 2
+    assert floor == 2 * (steps * products_per_step + validation_batches * products_per_batch)
 
-    assert floor(0) == 0
-    assert floor(2) > 0
+
+def test_product_seconds_times_a_real_product(run: ModuleType) -> None:
+    assert 0 < run.product_seconds((8, 16, 4), repetitions=3) < 1

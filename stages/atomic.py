@@ -1,54 +1,113 @@
-"""Write outputs atomically: to a temporary name beside the target, then rename.
+"""Write a stage's outputs atomically, all together: temporary names first, then renames.
 
-A crash or a failed check never leaves a file or folder that looks complete.
+Every output is written under a temporary name beside its target. Only when all of
+them are complete are they renamed into place, the old versions first moved aside
+and restored if any rename fails; so a stage's outputs change together or not at all,
+and a crash, an error or Ctrl-C never leaves a file or folder that looks complete.
+Leftovers of a killed run (the temporary names) are removed when the stage runs again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+_TEMPORARY = ".tmp-"
+_PREVIOUS = ".old-"
+
+
+def _sibling(target: Path, kind: str) -> Path:
+    return target.with_name(f".{target.name}{kind}{secrets.token_hex(4)}")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def remove_leftovers(target: Path) -> list[Path]:
+    """Remove what an interrupted write of ``target`` left beside it; return those paths."""
+    if not target.parent.is_dir():
+        return []
+    leftovers = [
+        path
+        for kind in (_TEMPORARY, _PREVIOUS)
+        for path in target.parent.glob(f".{target.name}{kind}*")
+    ]
+    for path in leftovers:
+        _remove(path)
+    return leftovers
+
+
+def _commit(staged: dict[Path, Path]) -> None:
+    """Rename every temporary path onto its target, restoring the old ones on failure."""
+    moved_aside: dict[Path, Path] = {}
+    placed: list[Path] = []
+    try:
+        for target in staged:
+            if target.exists() or target.is_symlink():
+                previous = _sibling(target, _PREVIOUS)
+                target.rename(previous)
+                moved_aside[target] = previous
+        for target, temporary in staged.items():
+            temporary.rename(target)
+            placed.append(target)
+    except BaseException:
+        for target in placed:
+            _remove(target)
+        for target, previous in moved_aside.items():
+            previous.rename(target)
+        raise
+    for previous in moved_aside.values():
+        _remove(previous)
+
+
+def _check_written(staged: dict[Path, Path]) -> None:
+    unwritten = [str(target) for target, temporary in staged.items() if not temporary.exists()]
+    if unwritten:
+        raise RuntimeError(f"outputs were not written: {', '.join(unwritten)}")
+
 
 @contextlib.contextmanager
-def atomic_path(target: Path, *, directory: bool = False) -> Iterator[Path]:
-    """Yield a temporary path next to ``target``; move it onto ``target`` on success.
+def atomic_outputs(*targets: Path) -> Iterator[tuple[Path, ...]]:
+    """Yield one temporary path per target (not yet created); put them all in place on success.
 
-    On any exception the temporary file or folder is removed and ``target`` is left as
-    it was.
+    The caller creates each temporary path as a file or a folder. On any exception,
+    every temporary path is removed and the targets are left as they were.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{target.name}.tmp-"
-    if directory:
-        temporary = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
-    else:
-        handle, name = tempfile.mkstemp(prefix=prefix, dir=target.parent)
-        os.close(handle)
-        temporary = Path(name)
+    if len(set(targets)) != len(targets):
+        raise ValueError(f"each output must be named once: {[str(path) for path in targets]}")
+    for target in targets:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(target)
+    staged = {target: _sibling(target, _TEMPORARY) for target in targets}
     try:
-        yield temporary
-        if directory and target.exists():
-            shutil.rmtree(target)
-        temporary.chmod(0o755 if directory else 0o644)
-        temporary.replace(target)
+        yield tuple(staged.values())
+        _check_written(staged)
+        _commit(staged)
     except BaseException:
-        if temporary.is_dir():
-            shutil.rmtree(temporary, ignore_errors=True)
-        else:
-            temporary.unlink(missing_ok=True)
+        for temporary in staged.values():
+            _remove(temporary)
         raise
+
+
+def json_text(data: object) -> str:
+    """Indented JSON with a trailing newline, as every report of the pipeline is written."""
+    return json.dumps(data, indent=2) + "\n"
 
 
 def write_text(target: Path, text: str) -> None:
     """Atomically write ``text`` to ``target``."""
-    with atomic_path(target) as temporary:
+    with atomic_outputs(target) as (temporary,):
         temporary.write_text(text)
 
 
 def write_json(target: Path, data: object) -> None:
     """Atomically write ``data`` as indented JSON with a trailing newline."""
-    write_text(target, json.dumps(data, indent=2) + "\n")
+    write_text(target, json_text(data))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.atomic import write_json, write_text
+from stages.atomic import atomic_outputs, json_text
 from stages.cli import StageError, run_stage
 from stages.params import BackpropParams, load_params
 
@@ -404,8 +404,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     problems = failures(verification, params)
     if problems:
         raise StageError("; ".join(problems))
-    write_json(arguments.metrics, metrics(verification, params))
-    write_text(arguments.loss_plot, loss_table(verification.descent_losses))
+    with atomic_outputs(arguments.metrics, arguments.loss_plot) as (metrics_file, loss_file):
+        metrics_file.write_text(json_text(metrics(verification, params)))
+        loss_file.write_text(loss_table(verification.descent_losses))
     print(summary(verification, params))
 
 

@@ -1,18 +1,18 @@
-"""The CIFAR-10 python archive format: safe reading, validation, and a synthetic maker.
+"""The CIFAR-10 python archive format: safe, strict reading.
 
 The official ``cifar-10-python.tar.gz`` holds ``cifar-10-batches-py/`` with five
 ``data_batch_N`` files, a ``test_batch`` and ``batches.meta``: pickles (protocol 2,
 bytes keys) of uint8 rows of 3072 channel-planar pixels (R, G, B planes of 32x32).
 
-Batches are read straight out of the tar.gz (nothing is extracted, so no path
-traversal) with an unpickler that admits only what those pickles need.
+The archive is decompressed whole, so the gzip CRC and length are checked and any
+changed byte is refused; batches are then read straight out of the tar (nothing is
+extracted, so no path traversal) with an unpickler that admits only what those
+pickles need. Sizes are bounded before anything is read or allocated.
 """
 
 from __future__ import annotations
 
-import argparse
 import codecs
-import gzip
 import hashlib
 import io
 import pickle
@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from isal import igzip
 from numpy._core import multiarray
 
-from stages.cli import StageError, run_stage
+from stages.cli import StageError
 
 CLASS_NAMES = (
     "airplane",
@@ -45,6 +46,12 @@ TEST_BATCH = "test_batch"
 META_FILE = "batches.meta"
 IMAGE_SHAPE = (32, 32, 3)  # height, width, channels: the layout Keras' cifar10 loader gives
 FEATURES = 32 * 32 * 3
+
+# Bounds far above the official archive (a 10,000-image batch pickles to 31 MB, or 46 MB
+# re-pickled by Python 3) and far below what would exhaust memory.
+MAX_MEMBER_BYTES = 64 << 20
+MAX_ARCHIVE_BYTES = 320 << 20  # decompressed tar: 180 MiB official, 260 MiB re-pickled
+MAX_IMAGES_PER_BATCH = 10_000
 
 # Every global the official pickles (written by Python 2 with numpy.core) and the
 # Python 3 re-pickled copies (bytes via _codecs.encode, numpy._core) refer to.
@@ -73,14 +80,14 @@ class _RestrictedUnpickler(pickle.Unpickler):
             ) from None
 
 
-def restricted_loads(data: bytes) -> object:
+def restricted_loads(data: bytes | memoryview) -> object:
     """Unpickle ``data`` admitting only numpy array reconstruction and bytes."""
     return _RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
 
 
 @dataclass(frozen=True)
 class Split:
-    """Images as uint8 rows of 3072 pixels in height-width-channel order, and labels."""
+    """Images as uint8 rows of 3072 values in height-width-channel order, and labels."""
 
     images: np.ndarray  # (N, 3072) uint8
     labels: np.ndarray  # (N,) uint8
@@ -96,11 +103,12 @@ class Split:
 
 @dataclass(frozen=True)
 class CifarArchive:
-    """The development (train) and test sets of an archive, and its class names."""
+    """The development (train) and test sets of an archive, its class names and md5."""
 
     dev: Split
     test: Split
     class_names: tuple[str, ...]
+    md5: str
 
 
 def file_md5(path: Path, chunk_bytes: int = 1 << 20) -> str:
@@ -122,29 +130,61 @@ def interleaved_to_planar(rows: np.ndarray) -> np.ndarray:
     return rows.reshape(-1, 32, 32, 3).transpose(0, 3, 1, 2).reshape(-1, FEATURES)
 
 
-def _read_members(path: Path) -> dict[str, bytes]:
-    wanted = {f"{FOLDER}/{name}" for name in (*TRAIN_BATCHES, TEST_BATCH, META_FILE)}
-    members: dict[str, bytes] = {}
+def _decompress(path: Path, compressed: bytes) -> bytes:
+    """Decompress a whole gzip file, checking its CRC and length; bounded in size.
+
+    Reading to the end makes the gzip reader check the trailer's CRC and length, so a
+    change anywhere in the compressed stream is caught, with or without an md5.
+    """
     try:
-        with tarfile.open(path, "r:gz") as archive:
-            for member in archive:
-                if member.name in wanted and member.isfile():
-                    file = archive.extractfile(member)
-                    if file is not None:
-                        members[member.name.rsplit("/", 1)[1]] = file.read()
-    except FileNotFoundError:
-        raise ArchiveError(f"{path}: no such file") from None
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
+        with igzip.GzipFile(fileobj=io.BytesIO(compressed)) as stream:
+            tar = stream.read(MAX_ARCHIVE_BYTES + 1)
+    except (OSError, EOFError, zlib.error, ValueError) as error:
+        raise ArchiveError(f"{path}: corrupt or truncated gzip data ({error})") from None
+    if len(tar) > MAX_ARCHIVE_BYTES:
         raise ArchiveError(
-            f"{path}: not a readable tar.gz archive, corrupt or truncated ({error})"
-        ) from None
+            f"{path}: more than {MAX_ARCHIVE_BYTES >> 20} MiB uncompressed, far more than a "
+            "CIFAR-10 archive holds"
+        )
+    return tar
+
+
+def _read_members(path: Path, tar: bytes) -> dict[str, memoryview]:
+    """Return the wanted members' bytes (views into ``tar``, no copies) by short name."""
+    wanted = {f"{FOLDER}/{name}" for name in (*TRAIN_BATCHES, TEST_BATCH, META_FILE)}
+    view = memoryview(tar)
+    members: dict[str, memoryview] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(tar), mode="r:") as archive:
+            for member in archive:
+                if member.name not in wanted or not member.isfile():
+                    continue
+                if member.size > MAX_MEMBER_BYTES:
+                    raise ArchiveError(
+                        f"{path}: {member.name} is {member.size >> 20} MiB, more than a "
+                        "CIFAR-10 batch can be"
+                    )
+                end = member.offset_data + member.size
+                if end > len(tar):
+                    raise ArchiveError(f"{path}: {member.name} is cut short (truncated archive)")
+                members[member.name.rsplit("/", 1)[1]] = view[member.offset_data : end]
+            # tarfile stops quietly at a damaged header after the first: where it stopped
+            # there must be the archive's end, blocks of zeros.
+            stop = archive.offset
+    except tarfile.TarError as error:
+        raise ArchiveError(f"{path}: corrupt tar data ({error})") from None
+    if view[stop : stop + tarfile.BLOCKSIZE].tobytes().strip(b"\0"):
+        raise ArchiveError(f"{path}: corrupt tar data (a damaged header at byte {stop})")
     missing = sorted({name.rsplit("/", 1)[1] for name in wanted} - members.keys())
     if missing:
-        raise ArchiveError(f"{path}: missing {', '.join(f'{FOLDER}/{name}' for name in missing)}")
+        raise ArchiveError(
+            f"{path}: a readable archive, but not CIFAR-10's: missing "
+            + ", ".join(f"{FOLDER}/{name}" for name in missing)
+        )
     return members
 
 
-def _unpickle_dict(path: Path, name: str, data: bytes) -> dict[bytes, object]:
+def _unpickle_dict(path: Path, name: str, data: memoryview) -> dict[bytes, object]:
     try:
         content = restricted_loads(data)
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as error:
@@ -156,7 +196,7 @@ def _unpickle_dict(path: Path, name: str, data: bytes) -> dict[bytes, object]:
     return content
 
 
-def _parse_batch(path: Path, name: str, data: bytes, expected_rows: int) -> Split:
+def _parse_batch(path: Path, name: str, data: memoryview, expected_rows: int) -> Split:
     batch = _unpickle_dict(path, name, data)
     where = f"{path}: {FOLDER}/{name}"
     rows, labels = batch.get(b"data"), batch.get(b"labels")
@@ -169,16 +209,18 @@ def _parse_batch(path: Path, name: str, data: bytes, expected_rows: int) -> Spli
     if not isinstance(labels, list) or len(labels) != expected_rows:
         raise ArchiveError(f"{where}: b'labels' must be a list of {expected_rows} integers")
     label_array = np.asarray(labels)
-    if (
-        label_array.dtype.kind not in "iu"
-        or label_array.min() < 0
-        or label_array.max() >= len(CLASS_NAMES)
-    ):
-        raise ArchiveError(f"{where}: labels must be integers from 0 to {len(CLASS_NAMES) - 1}")
+    if label_array.dtype.kind not in "iu":
+        raise ArchiveError(f"{where}: labels must be integers, got {label_array.dtype} values")
+    outside = label_array[(label_array < 0) | (label_array >= len(CLASS_NAMES))]
+    if outside.size:
+        raise ArchiveError(
+            f"{where}: label {int(outside[0])} is outside 0-{len(CLASS_NAMES) - 1} "
+            f"({outside.size} such labels)"
+        )
     return Split(planar_to_interleaved(rows), label_array.astype(np.uint8))
 
 
-def _parse_meta(path: Path, data: bytes) -> int:
+def _parse_meta(path: Path, data: memoryview) -> int:
     meta = _unpickle_dict(path, META_FILE, data)
     names = meta.get(b"label_names")
     if (
@@ -188,94 +230,36 @@ def _parse_meta(path: Path, data: bytes) -> int:
     ):
         raise ArchiveError(f"{path}: {FOLDER}/{META_FILE}: label_names must be {list(CLASS_NAMES)}")
     per_batch = meta.get(b"num_cases_per_batch")
-    if not isinstance(per_batch, int) or per_batch <= 0:
+    if not isinstance(per_batch, int) or not 0 < per_batch <= MAX_IMAGES_PER_BATCH:
         raise ArchiveError(
-            f"{path}: {FOLDER}/{META_FILE}: num_cases_per_batch must be a positive integer"
+            f"{path}: {FOLDER}/{META_FILE}: num_cases_per_batch must be an integer from 1 "
+            f"to {MAX_IMAGES_PER_BATCH}, got {per_batch!r}"
         )
     return per_batch
 
 
-def load_cifar_archive(path: Path) -> CifarArchive:
-    """Read and validate a CIFAR-10 python archive without extracting it."""
-    members = _read_members(path)
-    per_batch = _parse_meta(path, members[META_FILE])
-    batches = [_parse_batch(path, name, members.pop(name), per_batch) for name in TRAIN_BATCHES]
+def load_cifar_archive(path: Path, *, name: str | None = None) -> CifarArchive:
+    """Read and validate a CIFAR-10 python archive without extracting it.
+
+    ``name`` is how errors refer to the archive (the path the user set, say), if not
+    by ``path``.
+    """
+    shown = Path(name) if name is not None else path
+    if path.is_dir():
+        raise ArchiveError(f"{shown}: is a folder, not an archive file")
+    try:
+        compressed = path.read_bytes()
+    except FileNotFoundError:
+        raise ArchiveError(f"{shown}: no such file") from None
+    md5 = hashlib.md5(compressed, usedforsecurity=False).hexdigest()
+    tar = _decompress(shown, compressed)
+    del compressed
+    members = _read_members(shown, tar)
+    per_batch = _parse_meta(shown, members[META_FILE])
+    batches = [_parse_batch(shown, batch, members[batch], per_batch) for batch in TRAIN_BATCHES]
     dev = Split(
         np.concatenate([batch.images for batch in batches]),
         np.concatenate([batch.labels for batch in batches]),
     )
-    test = _parse_batch(path, TEST_BATCH, members.pop(TEST_BATCH), per_batch)
-    return CifarArchive(dev=dev, test=test, class_names=CLASS_NAMES)
-
-
-def write_archive(path: Path, members: Mapping[str, bytes]) -> None:
-    """Write ``members`` (name inside cifar-10-batches-py/ -> bytes) as a reproducible tar.gz."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as archive:
-        for name, data in members.items():
-            info = tarfile.TarInfo(f"{FOLDER}/{name}")
-            info.size = len(data)
-            info.mode = 0o644
-            archive.addfile(info, io.BytesIO(data))
-    # No name and mtime=0 in the gzip header: the same images give the same bytes and md5.
-    with (
-        path.open("wb") as file,
-        gzip.GzipFile(filename="", fileobj=file, mode="wb", mtime=0) as compressed,
-    ):
-        compressed.write(buffer.getvalue())
-
-
-def synthetic_split(size: int, rng: np.random.Generator, templates: np.ndarray) -> Split:
-    """Draw ``size`` images around per-class templates: noisy, but learnable."""
-    labels = rng.permutation(np.arange(size) % len(CLASS_NAMES)).astype(np.uint8)
-    noise = rng.normal(0.0, 40.0, size=(size, FEATURES)).astype(np.float32)
-    images = np.clip(templates[labels] + noise, 0, 255).astype(np.uint8)
-    return Split(images, labels)
-
-
-def make_synthetic_archive(path: Path, images_per_batch: int, seed: int = 0) -> None:
-    """Write a CIFAR-10-format archive of 6 x ``images_per_batch`` synthetic images.
-
-    Each class is a random smooth colour pattern plus noise, so a model can learn it;
-    the format (pickles, names, planar layout) is exactly the official one.
-    """
-    if images_per_batch <= 0:
-        raise ValueError(f"images_per_batch must be positive, got {images_per_batch}")
-    rng = np.random.default_rng(seed)
-    coarse = rng.uniform(40, 215, size=(len(CLASS_NAMES), 4, 4, 3)).astype(np.float32)
-    templates = coarse.repeat(8, axis=1).repeat(8, axis=2).reshape(len(CLASS_NAMES), FEATURES)
-    members: dict[str, bytes] = {
-        META_FILE: pickle.dumps(
-            {
-                b"num_cases_per_batch": images_per_batch,
-                b"label_names": [name.encode() for name in CLASS_NAMES],
-                b"num_vis": FEATURES,
-            },
-            protocol=2,
-        )
-    }
-    for name in (*TRAIN_BATCHES, TEST_BATCH):
-        split = synthetic_split(images_per_batch, rng, templates)
-        batch = {
-            b"batch_label": f"synthetic {name}".encode(),
-            b"labels": split.labels.tolist(),
-            b"data": interleaved_to_planar(split.images),
-            b"filenames": [f"{name}_{index:05d}.png".encode() for index in range(images_per_batch)],
-        }
-        members[name] = pickle.dumps(batch, protocol=2)
-    write_archive(path, members)
-
-
-def main() -> None:
-    """Write a synthetic archive, for tests, demos and benchmarks at any size."""
-    parser = argparse.ArgumentParser(description=make_synthetic_archive.__doc__)
-    parser.add_argument("--output", type=Path, required=True)
-    parser.add_argument("--images-per-batch", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
-    arguments = parser.parse_args()
-    make_synthetic_archive(arguments.output, arguments.images_per_batch, arguments.seed)
-    print(f"wrote {arguments.output}: {6 * arguments.images_per_batch} synthetic images")
-
-
-if __name__ == "__main__":
-    run_stage(main)
+    test = _parse_batch(shown, TEST_BATCH, members[TEST_BATCH], per_batch)
+    return CifarArchive(dev=dev, test=test, class_names=CLASS_NAMES, md5=md5)

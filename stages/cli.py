@@ -1,21 +1,80 @@
-"""What every stage's command line shares: expected errors end in one line, not a traceback."""
+"""What every stage's command line shares: one ``error:`` line per fault, never a traceback.
+
+Expected faults (bad params, bad or missing inputs, failed checks, an unwritable
+output folder, Ctrl-C) end the stage with a single line that names the file or key
+and what to do. Inputs that an earlier stage writes are read through the helpers here,
+so a missing or damaged one says which stage to run again.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
+import zipfile
 from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
 
 
 class StageError(Exception):
     """An expected failure (bad input, bad params, failed check) reported in one line."""
 
 
+def upstream_error(path: Path, stage: str, problem: str = "missing") -> StageError:
+    """Build the error for an input, written by ``stage``, that is missing or damaged."""
+    return StageError(f"{path}: {problem}; run `dvc repro {stage}` to write it again")
+
+
+def read_json(path: Path, stage: str) -> dict:
+    """Read a JSON object that ``stage`` writes."""
+    try:
+        content = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise upstream_error(path, stage) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise upstream_error(path, stage, f"not valid JSON ({error})") from None
+    if not isinstance(content, dict):
+        raise upstream_error(path, stage, f"expected a JSON object, got {type(content).__name__}")
+    return content
+
+
+def load_array(path: Path, stage: str) -> np.ndarray:
+    """Load a ``.npy`` array that ``stage`` writes (never a pickle)."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise upstream_error(path, stage) from None
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile) as error:
+        raise upstream_error(path, stage, f"unreadable or truncated ({error})") from None
+
+
+def quiet_logs() -> None:
+    """Keep only what a user needs from the libraries' start-up chatter."""
+    # TensorFlow's C++ banners (oneDNN, CUDA probing on a CPU machine): errors only.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+
 def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage's main(); print a StageError as ``error: ...`` and exit with status 1."""
+    """Run a stage's ``main()``, turning expected faults into ``error: ...`` and status 1.
+
+    Ctrl-C ends with status 130; the atomic writers have removed what was half-written.
+    """
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     try:
         main()
     except StageError as error:
-        print(f"error: {error}", file=sys.stderr)
+        for line in str(error).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("error: interrupted; no output was changed", file=sys.stderr)
+        sys.exit(130)
+    except OSError as error:
+        if error.filename is None:  # not about a file: unexpected, keep the traceback
+            raise
+        print(f"error: {error.filename}: {error.strerror or error}", file=sys.stderr)
         sys.exit(1)

@@ -1,7 +1,13 @@
-"""The prepared-data folder the prepare stage writes and later stages read.
+"""The prepared-data folder that the prepare stage writes and later stages read.
 
-Images stay uint8 on disk and in memory; a :class:`Standardization` turns a batch
-into float32 only when it is fed to the model, so no float copy of the dataset exists.
+Everything stays compact: images are uint8 on disk and in memory. The model's inputs
+are uint8 too: the images themselves, or with ZCA whitening their whitened values
+quantized to uint8 codes. A :class:`Standardization` maps inputs to the model's float32
+features (the model applies it, batch by batch), so no float copy of a dataset exists.
+
+Layout of the folder: ``{split}_images.npy`` and ``{split}_labels.npy`` per split,
+``{split}_codes.npy`` with whitening, ``standardization.npz``, ``whitening.npz`` (with
+whitening) and ``classes.json``.
 """
 
 from __future__ import annotations
@@ -14,19 +20,27 @@ from typing import Literal, TypeVar
 import numpy as np
 
 from stages.cifar import FEATURES, Split
-from stages.cli import StageError
+from stages.cli import load_array, upstream_error
 
 SplitName = Literal["train", "validation", "test"]
+SPLIT_NAMES: tuple[SplitName, ...] = ("train", "validation", "test")
+STAGE = "prepare"
 _CLASSES_FILE = "classes.json"
-_MEAN_FILE = "standardization_mean.npy"
-_SCALE_FILE = "standardization_scale.npy"
+_STANDARDIZATION_FILE = "standardization.npz"
+_WHITENING_FILE = "whitening.npz"
+# Whitened values map to codes 0-255 over +-4 standard deviations: about 0.15 % of the
+# values of real images fall outside and are clipped; the rounding error is 1/64 std.
+CODE_RANGE_STDS = 4.0
+_CODE_CENTRE = 127.5
+# Rows per float32 chunk when whitening: 12 MB, so the elementwise work stays in cache.
+_CHUNK_ROWS = 1024
 
 Features = TypeVar("Features")
 
 
 @dataclass(frozen=True)
 class Standardization:
-    """Per-feature float32 ``mean`` and ``scale``: standardized = (pixels - mean) / scale."""
+    """Per-feature float32 ``mean`` and ``scale``: features = (inputs - mean) / scale."""
 
     mean: np.ndarray  # (3072,) float32
     scale: np.ndarray  # (3072,) float32
@@ -41,17 +55,73 @@ class Standardization:
         if not np.all(self.scale > 0):
             raise ValueError("scale must be positive everywhere")
 
-    def apply(self, pixels: Features) -> Features:
-        """Standardize float32 pixels: a numpy array or a TensorFlow tensor alike."""
-        return (pixels - self.mean) / self.scale  # type: ignore[operator]
+    def apply(self, inputs: Features) -> Features:
+        """Standardize float32 inputs: a numpy array or a backend tensor alike."""
+        return (inputs - self.mean) / self.scale  # type: ignore[operator]
 
-    def transform(self, images: np.ndarray) -> np.ndarray:
-        """Standardize a (small) batch of uint8 images with numpy, as float32."""
-        return self.apply(images.astype(np.float32))
+    def transform(self, inputs: np.ndarray) -> np.ndarray:
+        """Standardize a (small) batch of uint8 inputs with numpy, as float32."""
+        return self.apply(inputs.astype(np.float32))
 
 
-def _split_files(directory: Path, split: SplitName) -> tuple[Path, Path]:
-    return directory / f"{split}_images.npy", directory / f"{split}_labels.npy"
+CODES_STANDARDIZATION = Standardization(
+    np.full(FEATURES, _CODE_CENTRE, np.float32),
+    np.full(FEATURES, _CODE_CENTRE / CODE_RANGE_STDS, np.float32),
+)
+
+
+@dataclass(frozen=True)
+class Whitening:
+    """ZCA whitening fitted on the train split, kept as its leading principal components.
+
+    With ``x`` = (pixels - ``mean``) / 255 and the covariance's eigenpairs (lambda, u),
+    ZCA is the sum over all components of (lambda + epsilon)^-1/2 u u^T x. Components
+    with lambda far below epsilon get (nearly) epsilon^-1/2, so ZCA is that times x plus
+    a correction ``gains`` (= (lambda + epsilon)^-1/2 - epsilon^-1/2) along the leading
+    ``components`` only: a fraction of the cost of the full 3072 x 3072 product.
+    ``std`` is the standard deviation of the train split's whitened values, which
+    :meth:`encode` maps to uint8 codes (see CODES_STANDARDIZATION).
+    """
+
+    mean: np.ndarray  # (3072,) float32, in pixel values 0-255
+    components: np.ndarray  # (k, 3072) float32, orthonormal rows
+    gains: np.ndarray  # (k,) float32
+    epsilon: float
+    std: float
+
+    def _whiten_chunk(self, images: np.ndarray) -> np.ndarray:
+        # The 1 / 255 of x folds into the two scale factors.
+        centred = images.astype(np.float32)
+        centred -= self.mean
+        # (rows, k) @ (k, 3072): the correction along the leading components
+        whitened = (
+            (centred @ self.components.T) * (self.gains / np.float32(255))
+        ) @ self.components
+        centred *= np.float32(1 / (255 * np.sqrt(self.epsilon)))
+        whitened += centred
+        return whitened
+
+    def whiten(self, images: np.ndarray) -> np.ndarray:
+        """ZCA-whitened float32 values of uint8 images (not divided by ``std``)."""
+        return np.concatenate(
+            [self._whiten_chunk(images[start : start + _CHUNK_ROWS])
+             for start in range(0, len(images), _CHUNK_ROWS)]
+        )  # fmt: skip
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        """Whiten uint8 images and quantize to uint8 codes, +-4 ``std`` over 0-255."""
+        codes = np.empty(images.shape, np.uint8)
+        for start in range(0, len(images), _CHUNK_ROWS):
+            chunk = self._whiten_chunk(images[start : start + _CHUNK_ROWS])
+            chunk *= _CODE_CENTRE / (CODE_RANGE_STDS * self.std)
+            chunk += _CODE_CENTRE
+            np.clip(np.rint(chunk, out=chunk), 0, 255, out=chunk)
+            codes[start : start + len(chunk)] = chunk
+        return codes
+
+
+def _split_files(directory: Path, split: SplitName) -> tuple[Path, Path, Path]:
+    return tuple(directory / f"{split}_{kind}.npy" for kind in ("images", "labels", "codes"))
 
 
 def save_prepared(
@@ -59,39 +129,100 @@ def save_prepared(
     splits: dict[SplitName, Split],
     standardization: Standardization,
     class_names: tuple[str, ...],
+    whitening: Whitening | None = None,
 ) -> None:
-    """Write every split, the standardization and the class names into ``directory``."""
+    """Write every split, the input scaling and the class names into ``directory``."""
+    directory.mkdir()
     for split_name, split in splits.items():
-        images_file, labels_file = _split_files(directory, split_name)
+        images_file, labels_file, codes_file = _split_files(directory, split_name)
         np.save(images_file, split.images)
         np.save(labels_file, split.labels)
-    np.save(directory / _MEAN_FILE, standardization.mean)
-    np.save(directory / _SCALE_FILE, standardization.scale)
+        if whitening is not None:
+            np.save(codes_file, whitening.encode(split.images))
+    np.savez(
+        directory / _STANDARDIZATION_FILE, mean=standardization.mean, scale=standardization.scale
+    )
+    if whitening is not None:
+        np.savez(
+            directory / _WHITENING_FILE,
+            mean=whitening.mean,
+            components=whitening.components,
+            gains=whitening.gains,
+            epsilon=whitening.epsilon,
+            std=whitening.std,
+        )
     (directory / _CLASSES_FILE).write_text(json.dumps(list(class_names)) + "\n")
 
 
-def _load(path: Path) -> np.ndarray:
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
     try:
-        return np.load(path, allow_pickle=False)
+        with np.load(path, allow_pickle=False) as archive:
+            return dict(archive)
     except FileNotFoundError:
-        raise StageError(f"{path}: missing; run `dvc repro prepare` first") from None
+        raise upstream_error(path, STAGE) from None
+    except (ValueError, OSError, EOFError) as error:
+        raise upstream_error(path, STAGE, f"unreadable or truncated ({error})") from None
 
 
 def load_split(directory: Path, split: SplitName) -> Split:
     """Load one split's uint8 images and labels."""
-    images_file, labels_file = _split_files(directory, split)
-    return Split(_load(images_file), _load(labels_file))
+    images_file, labels_file, _ = _split_files(directory, split)
+    return _checked_split(
+        images_file, load_array(images_file, STAGE), load_array(labels_file, STAGE)
+    )
+
+
+def load_model_inputs(directory: Path, split: SplitName) -> Split:
+    """Load one split as the model sees it: whitened codes if there are any, else images."""
+    images_file, labels_file, codes_file = _split_files(directory, split)
+    inputs_file = codes_file if (directory / _WHITENING_FILE).exists() else images_file
+    return _checked_split(
+        inputs_file, load_array(inputs_file, STAGE), load_array(labels_file, STAGE)
+    )
+
+
+def _checked_split(path: Path, inputs: np.ndarray, labels: np.ndarray) -> Split:
+    try:
+        return Split(inputs, labels)
+    except ValueError as error:
+        raise upstream_error(path, STAGE, f"not a prepared split ({error})") from None
 
 
 def load_standardization(directory: Path) -> Standardization:
-    """Load the statistics computed on the train split."""
-    return Standardization(_load(directory / _MEAN_FILE), _load(directory / _SCALE_FILE))
+    """Load the map from model inputs to features, fitted on the train split."""
+    path = directory / _STANDARDIZATION_FILE
+    arrays = _load_npz(path)
+    try:
+        return Standardization(arrays["mean"], arrays["scale"])
+    except (KeyError, ValueError) as error:
+        raise upstream_error(path, STAGE, f"not a standardization ({error})") from None
+
+
+def load_whitening(directory: Path) -> Whitening | None:
+    """Load the ZCA whitening, or None when the inputs are the images themselves."""
+    path = directory / _WHITENING_FILE
+    if not path.exists():
+        return None
+    arrays = _load_npz(path)
+    try:
+        return Whitening(
+            arrays["mean"],
+            arrays["components"],
+            arrays["gains"],
+            float(arrays["epsilon"]),
+            float(arrays["std"]),
+        )
+    except KeyError as error:
+        raise upstream_error(path, STAGE, f"not a whitening ({error} missing)") from None
 
 
 def load_class_names(directory: Path) -> tuple[str, ...]:
     """Load the class names, index = label."""
     path = directory / _CLASSES_FILE
     try:
-        return tuple(json.loads(path.read_text()))
+        names = json.loads(path.read_text())
     except FileNotFoundError:
-        raise StageError(f"{path}: missing; run `dvc repro prepare` first") from None
+        raise upstream_error(path, STAGE) from None
+    except json.JSONDecodeError as error:
+        raise upstream_error(path, STAGE, f"not valid JSON ({error})") from None
+    return tuple(names)

@@ -21,7 +21,7 @@ import requests
 import urllib3
 from tqdm import tqdm
 
-from stages.atomic import atomic_path
+from stages.atomic import atomic_outputs
 from stages.cifar import file_md5
 from stages.cli import StageError, run_stage
 from stages.params import load_params
@@ -68,7 +68,7 @@ def use_local_archive(archive: Path, destination: Path, expected_md5: str | None
     """
     if not archive.is_file():
         raise StageError(f"data.archive = {str(archive)!r}: no such file (check params.yaml)")
-    with atomic_path(destination) as temporary:
+    with atomic_outputs(destination) as (temporary,):
         shutil.copyfile(archive, temporary)
         md5 = file_md5(temporary)
         check_md5(str(archive), expected_md5, md5)

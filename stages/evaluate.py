@@ -1,38 +1,32 @@
 """evaluate stage: test-set metrics, per-class accuracy and predictions (assignment 2.8).
 
-Test images go through exactly the preprocessing of training: the prepare stage's
-standardization, applied to each uint8 batch (the notebook's 2.9 fed raw pixels).
+The saved model runs with numpy alone (stages/inference.py), on the inputs it was
+trained on: the prepare stage's uint8 inputs, standardized inside the model (the
+notebook's 2.9 fed raw pixels). The stage also measures the validation accuracy of the
+model it loads: it must be the kept epoch's, or the model folder is not the one the
+train stage wrote.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+from dataclasses import dataclass
 from pathlib import Path
 
-import keras
 import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, log_loss
 
-from stages.atomic import atomic_path, write_json
-from stages.cli import StageError, run_stage
-from stages.dataset import Standardization, load_class_names, load_split, load_standardization
+from stages.atomic import atomic_outputs, json_text
+from stages.cli import StageError, read_json, run_stage, upstream_error
+from stages.dataset import load_class_names, load_model_inputs
+from stages.inference import DenseNetwork, load_network
 from stages.params import load_params
-from stages.train import load_model
 
 PREDICTION_COLUMNS = ("index", "actual", "predicted", "confidence")
-
-
-def predict_probabilities(
-    model: keras.Model, images: np.ndarray, standardization: Standardization, batch_size: int
-) -> np.ndarray:
-    """Predict class probabilities of uint8 ``images``, standardizing one batch at a time."""
-    batches = [
-        model.predict_on_batch(standardization.transform(images[start : start + batch_size]))
-        for start in range(0, len(images), batch_size)
-    ]
-    return np.concatenate(batches)
+# The validation accuracy measured here and the one Keras logged for the kept epoch:
+# the same weights on the same images, up to float rounding near ties.
+VALIDATION_AGREEMENT = 0.002
 
 
 def predictions_table(
@@ -53,28 +47,65 @@ def predictions_table(
 
 
 def compute_test_metrics(
-    labels: np.ndarray, probabilities: np.ndarray, class_names: tuple[str, ...]
-) -> dict[str, object]:
-    """Loss, accuracy, macro F1 and per-class accuracy (recall) on the test set."""
-    classes = np.arange(len(class_names))
+    labels: np.ndarray, probabilities: np.ndarray, n_classes: int
+) -> dict[str, float]:
+    """Loss (cross-entropy), accuracy and macro F1 on the test set."""
+    classes = np.arange(n_classes)
     predicted = probabilities.argmax(axis=1)
-    matrix = confusion_matrix(labels, predicted, labels=classes)
-    per_class = matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)
     return {
-        "loss": float(log_loss(labels, probabilities, labels=classes)),
         "accuracy": float(accuracy_score(labels, predicted)),
+        "loss": float(log_loss(labels, probabilities, labels=classes)),
         "macro_f1": float(
             f1_score(labels, predicted, labels=classes, average="macro", zero_division=0)
         ),
-        "per_class_accuracy": {
-            name: float(value) for name, value in zip(class_names, per_class, strict=True)
-        },
     }
 
 
-def best_validation(history: dict[str, list[float]], best_epoch: int) -> dict[str, object]:
-    """Look up the validation accuracy of the epoch whose weights the model holds."""
-    return {"accuracy": history["val_accuracy"][best_epoch - 1], "epoch": best_epoch}
+def per_class_accuracy(
+    labels: np.ndarray, probabilities: np.ndarray, class_names: tuple[str, ...]
+) -> pd.DataFrame:
+    """Accuracy (recall) per class, from the confusion matrix; 0 for an absent class."""
+    matrix = confusion_matrix(labels, probabilities.argmax(axis=1), labels=range(len(class_names)))
+    accuracy = matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)
+    return pd.DataFrame({"class": class_names, "accuracy": accuracy.round(6)})
+
+
+@dataclass(frozen=True)
+class KeptModel:
+    """What the train stage's summary and history say about the model it kept."""
+
+    parameters: int
+    epoch: int  # 1-based
+    validation_accuracy: float  # as Keras logged it for that epoch
+
+
+def kept_model(summary: dict, history: dict, source: Path) -> KeptModel:
+    """Read the kept model's description from the train stage's summary and history."""
+    try:
+        epoch = int(summary["best_epoch"])
+        return KeptModel(
+            int(summary["total_parameters"]), epoch, float(history["val_accuracy"][epoch - 1])
+        )
+    except (KeyError, IndexError, TypeError, ValueError) as error:
+        raise upstream_error(source, "train", f"not the train stage's record ({error!r})") from None
+
+
+def check_kept_model(
+    network: DenseNetwork, kept: KeptModel, measured_accuracy: float, source: Path
+) -> None:
+    """Refuse a model folder that is not the train stage's kept model."""
+    if network.parameter_count != kept.parameters:
+        raise StageError(
+            f"{source}: a model of {network.parameter_count:,} parameters, but the train "
+            f"stage's summary says {kept.parameters:,}: the folder does not hold the trained "
+            "model; run `dvc repro train`"
+        )
+    if abs(measured_accuracy - kept.validation_accuracy) > VALIDATION_AGREEMENT:
+        raise StageError(
+            f"{source}: validation accuracy {measured_accuracy:.4f}, but training logged "
+            f"{kept.validation_accuracy:.4f} for the kept epoch {kept.epoch}: the weights are "
+            "not the kept epoch's; run `dvc repro train`"
+        )
 
 
 def main() -> None:
@@ -90,33 +121,40 @@ def main() -> None:
     arguments = parser.parse_args()
     params = load_params().evaluate
 
-    try:
-        summary = json.loads(arguments.summary.read_text())
-        history = json.loads(arguments.history.read_text())
-    except FileNotFoundError as error:
-        raise StageError(f"{error.filename}: missing; run `dvc repro train` first") from None
-    class_names = load_class_names(arguments.prepared)
-    test = load_split(arguments.prepared, "test")
-    model = load_model(arguments.model)
-    probabilities = predict_probabilities(
-        model, test.images, load_standardization(arguments.prepared), params.batch_size
+    kept = kept_model(
+        read_json(arguments.summary, "train"),
+        read_json(arguments.history, "train"),
+        arguments.history,
     )
+    class_names = load_class_names(arguments.prepared)
+    network = load_network(arguments.model)
+    validation = load_model_inputs(arguments.prepared, "validation")
+    validation_accuracy = float(
+        accuracy_score(
+            validation.labels, network.predict(validation.images, params.batch_size).argmax(axis=1)
+        )
+    )
+    check_kept_model(network, kept, validation_accuracy, arguments.model)
+    test = load_model_inputs(arguments.prepared, "test")
+    probabilities = network.predict(test.images, params.batch_size)
 
     metrics = {
-        "test": compute_test_metrics(test.labels, probabilities, class_names),
-        "validation": best_validation(history, summary["best_epoch"]),
+        "test": compute_test_metrics(test.labels, probabilities, len(class_names)),
+        "validation": {"accuracy": validation_accuracy, "epoch": kept.epoch},
     }
-    table = predictions_table(test.labels, probabilities, class_names)
-    per_class = pd.DataFrame(
-        list(metrics["test"]["per_class_accuracy"].items()), columns=["class", "accuracy"]
-    )
-    write_json(arguments.metrics, metrics)
-    for frame, path in ((table, arguments.predictions), (per_class, arguments.per_class)):
-        with atomic_path(path) as temporary:
-            frame.to_csv(temporary, index=False)
+    outputs = (arguments.metrics, arguments.predictions, arguments.per_class)
+    with atomic_outputs(*outputs) as (metrics_file, predictions_file, per_class_file):
+        metrics_file.write_text(json_text(metrics))
+        predictions_table(test.labels, probabilities, class_names).to_csv(
+            predictions_file, index=False
+        )
+        per_class_accuracy(test.labels, probabilities, class_names).to_csv(
+            per_class_file, index=False
+        )
+    test_figures = metrics["test"]
     print(
-        f"test accuracy {metrics['test']['accuracy']:.4f}, loss {metrics['test']['loss']:.4f}, "
-        f"macro F1 {metrics['test']['macro_f1']:.4f}"
+        f"test accuracy {test_figures['accuracy']:.4f}, loss {test_figures['loss']:.4f}, "
+        f"macro F1 {test_figures['macro_f1']:.4f}; validation accuracy {validation_accuracy:.4f}"
     )
 
 

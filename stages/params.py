@@ -2,28 +2,28 @@
 
 Every section is a frozen pydantic model that forbids unknown keys, so a typo or a
 bad value stops a stage before it does any work, with one line per problem that
-names the key, the value and what is allowed.
+names the key, the value and what is allowed. Every number has the range a real run
+needs: a value that could only exhaust memory or time is refused up front.
+
+``python -m stages.params`` validates the file and nothing else: the ``params`` stage
+of dvc.yaml runs it whenever params.yaml changes, so a typo in a key that no stage
+reads still fails ``dvc repro``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from stages.cli import StageError
+from stages.cli import StageError, run_stage
 
 PARAMS_FILE = Path("params.yaml")
 
-PositiveInt = Annotated[int, Field(gt=0)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
-PositiveFloat = Annotated[float, Field(gt=0)]
-NonNegativeFloat = Annotated[float, Field(ge=0)]
-Md5 = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
 # numpy's and scikit-learn's seeds are unsigned 32-bit integers.
-Seed = Annotated[int, Field(ge=0, lt=2**32)]
+Seed = Annotated[int, Field(ge=0, lt=2**32, description="random seed")]
 
 
 class Section(BaseModel):
@@ -35,69 +35,91 @@ class Section(BaseModel):
 class DataParams(Section):
     """Where the CIFAR-10 archive comes from and how it is checked."""
 
-    url: str = Field(pattern=r"^https?://")
-    md5: Md5 | None
-    archive: str | None
-    retries: NonNegativeInt
-    timeout_seconds: PositiveFloat
+    url: str = Field(pattern=r"^https?://", description="official archive to download")
+    md5: str | None = Field(
+        pattern=r"^[0-9a-fA-F]{32}$", description="expected md5 of the archive; null: unchecked"
+    )
+    archive: str | None = Field(description="a local copy to use instead of the URL")
+    retries: int = Field(ge=0, le=20, description="download attempts after the first")
+    timeout_seconds: float = Field(gt=0, le=600, description="network timeout per read")
+
+    @field_validator("md5")
+    @classmethod
+    def _lowercase(cls, value: str | None) -> str | None:
+        # md5sum prints lowercase; an uppercase copy of the same hash is the same hash.
+        return None if value is None else value.lower()
 
 
 class PrepareParams(Section):
-    """How the dev set is split and standardized."""
+    """How the dev set is split and how images become the model's inputs."""
 
-    val_fraction: float = Field(gt=0, lt=1)
+    val_fraction: float = Field(gt=0, le=0.5, description="share of dev for validation")
     seed: Seed
-    scaling: Literal["per_pixel", "per_channel", "unit"]
+    scaling: Literal["unit", "per_channel", "per_pixel", "zca"] = Field(
+        description="x / 255, z-score per channel or per pixel, or ZCA whitening"
+    )
+    zca_epsilon: float = Field(
+        gt=0, le=100, description="ZCA regularization, on pixels scaled to [0, 1]"
+    )
 
 
 class BackpropParams(Section):
     """Shapes, tolerances and descent settings of the numpy backprop check."""
 
     seed: Seed
-    n_samples: PositiveInt
-    n_inputs: PositiveInt
-    n_hidden: PositiveInt
-    finite_difference_step: PositiveFloat
-    tolerance_reference: PositiveFloat
-    tolerance_finite_difference: PositiveFloat
-    tolerance_autodiff: PositiveFloat
-    descent_steps: PositiveInt
-    descent_learning_rate: PositiveFloat
+    n_samples: int = Field(ge=1, le=100_000)
+    n_inputs: int = Field(ge=1, le=100)
+    n_hidden: int = Field(ge=1, le=100)
+    finite_difference_step: float = Field(gt=0, le=1e-2)
+    tolerance_reference: float = Field(gt=0, le=1)
+    tolerance_finite_difference: float = Field(gt=0, le=1)
+    tolerance_autodiff: float = Field(gt=0, le=1)
+    descent_steps: int = Field(ge=1, le=100_000)
+    descent_learning_rate: float = Field(gt=0, le=100)
 
 
 class TrainParams(Section):
-    """The Keras MLP and its Adam optimizer, the training tricks and the speed knobs."""
+    """The Keras MLP, its optimizer, the training tricks and how training is spread."""
 
     seed: Seed
-    hidden_units: list[PositiveInt] = Field(min_length=1)
+    hidden_units: list[Annotated[int, Field(ge=1, le=8192)]] = Field(min_length=1, max_length=8)
     activation: Literal["relu", "sigmoid", "tanh", "gelu"]
-    learning_rate: PositiveFloat
-    epochs: PositiveInt
-    batch_size: PositiveInt
+    learning_rate: float = Field(gt=0, le=1)
+    epochs: int = Field(ge=1, le=1000)
+    batch_size: int = Field(ge=1, le=65536, description="images per step, over all devices")
     lr_schedule: Literal["constant", "cosine"]
-    early_stopping_patience: NonNegativeInt
+    warmup_epochs: float = Field(ge=0, le=1000, description="linear warm-up from 0")
+    early_stopping_patience: int = Field(ge=0, le=1000)
     restore_best_epoch: bool
     horizontal_flip: bool
+    max_shift: int = Field(ge=0, le=8, description="random translation, pixels")
+    label_smoothing: float = Field(ge=0, lt=1)
     dropout: float = Field(ge=0, lt=1)
-    weight_decay: NonNegativeFloat
-    jit_compile: bool
-    steps_per_execution: PositiveInt
-    distribute: Literal["none", "mirrored", "multi_worker"]
+    weight_decay: float = Field(ge=0, le=1, description="> 0 switches Adam to AdamW")
+    distribute: Literal["none", "data_parallel"]
+
+    @model_validator(mode="after")
+    def _warmup_within_training(self) -> Self:
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(
+                f"warmup_epochs ({self.warmup_epochs}) must be less than epochs ({self.epochs})"
+            )
+        return self
 
 
 class EvaluateParams(Section):
     """Test-set evaluation."""
 
-    batch_size: PositiveInt
+    batch_size: int = Field(ge=1, le=65536)
 
 
 class PlotsParams(Section):
     """What the figures show."""
 
-    samples_per_class: PositiveInt
-    n_predictions: PositiveInt
-    n_confident_errors: PositiveInt
-    dpi: PositiveInt
+    samples_per_class: int = Field(ge=1, le=20)
+    n_predictions: int = Field(ge=1, le=200)
+    n_confident_errors: int = Field(ge=1, le=200)
+    dpi: int = Field(ge=30, le=400)
 
 
 class Params(Section):
@@ -121,7 +143,10 @@ def _describe(error: dict[str, Any], source: str) -> str:
         return f"{source}: {key} is missing"
     if error["type"] == "extra_forbidden":
         return f"{source}: {key} is not a known key"
-    return f"{source}: {key} = {error['input']!r}: {error['msg']}"
+    message = error["msg"].removeprefix("Value error, ")
+    if isinstance(error["input"], dict):  # a check across the keys of a section
+        return f"{source}: {key}: {message}"
+    return f"{source}: {key} = {error['input']!r}: {message}"
 
 
 def validate_params(raw: object, source: str = str(PARAMS_FILE)) -> Params:
@@ -142,3 +167,12 @@ def load_params(path: Path = PARAMS_FILE) -> Params:
     except yaml.YAMLError as error:
         raise ParamsError(f"{path}: not valid YAML: {error}".replace("\n", " ")) from None
     return validate_params(raw, str(path))
+
+
+def main() -> None:
+    """Validate params.yaml; print nothing when it is valid."""
+    load_params()
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -7,7 +7,6 @@ plot setting reruns this stage alone.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,9 +21,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import ConfusionMatrixDisplay
 
-from stages.atomic import atomic_path
+from stages.atomic import atomic_outputs
 from stages.cifar import IMAGE_SHAPE, Split
-from stages.cli import StageError, run_stage
+from stages.cli import read_json, run_stage, upstream_error
 from stages.dataset import load_class_names, load_split
 from stages.params import PlotsParams, load_params
 
@@ -199,12 +198,14 @@ def main() -> None:
     arguments = parser.parse_args()
     params = load_params().plots
 
+    best_epoch = read_json(arguments.summary, "train")["best_epoch"]
+    history = read_json(arguments.history, "train")
     try:
-        best_epoch = json.loads(arguments.summary.read_text())["best_epoch"]
-        history = json.loads(arguments.history.read_text())
         predictions = pd.read_csv(arguments.predictions).set_index("index")
-    except FileNotFoundError as error:
-        raise StageError(f"{error.filename}: missing; run `dvc repro evaluate` first") from None
+    except FileNotFoundError:
+        raise upstream_error(arguments.predictions, "evaluate") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, KeyError) as error:
+        raise upstream_error(arguments.predictions, "evaluate", f"unreadable ({error})") from None
     figures = render_figures(
         load_split(arguments.prepared, "train"),
         load_split(arguments.prepared, "test"),
@@ -214,7 +215,8 @@ def main() -> None:
         class_names=load_class_names(arguments.prepared),
         params=params,
     )
-    with atomic_path(arguments.output, directory=True) as folder:
+    with atomic_outputs(arguments.output) as (folder,):
+        folder.mkdir()
         for name, figure in figures.items():
             # No date in the PNG metadata: the same inputs give the same bytes.
             figure.savefig(folder / name, dpi=params.dpi, metadata={"Software": None})

@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny synthetic archives and throw-away copies of the DVC project."""
+"""Shared test helpers: tiny synthetic archives, params overrides, throw-away project copies."""
 
 from __future__ import annotations
 
@@ -6,13 +6,15 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
 import yaml
 
-from stages.cifar import file_md5, make_synthetic_archive
+from stages.cifar import file_md5
+from stages.params import Params, TrainParams, load_params, validate_params
+from tools.synthetic_archive import make_synthetic_archive
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 # What a project copy needs: the pipeline definition, its code and DVC's own config.
@@ -25,14 +27,39 @@ PROJECT_FILES = (
     ".dvc/.gitignore",
 )
 PROJECT_FOLDERS = ("stages",)
+Changes = Mapping[str, Mapping[str, object]]  # section -> key -> value
 
 
-@pytest.fixture(scope="session")
-def tiny_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A synthetic CIFAR-10 archive: 5 x 40 dev images and 40 test images."""
-    path = tmp_path_factory.mktemp("archive") / "cifar-10-tiny.tar.gz"
-    make_synthetic_archive(path, images_per_batch=40, seed=0)
-    return path
+def committed_params(changes: Changes | None = None) -> Params:
+    """The committed params.yaml with ``changes`` applied, validated."""
+    raw = yaml.safe_load((REPOSITORY / "params.yaml").read_text())
+    for section, values in (changes or {}).items():
+        raw[section].update(values)
+    return validate_params(raw)
+
+
+def quick_train_params(**changes: object) -> TrainParams:
+    """Train params for tests: the committed ones, small and quick, with ``changes``."""
+    quick = {"epochs": 2, "hidden_units": [32, 16], "batch_size": 16, **changes}
+    return committed_params({"train": quick}).train
+
+
+def update_params(folder: Path, changes: Changes) -> None:
+    """Change keys of ``folder``'s params.yaml (section -> key -> value)."""
+    path = folder / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for section, values in changes.items():
+        params[section].update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def write_params(folder: Path, changes: Changes | None = None) -> Path:
+    """Write the committed params.yaml with ``changes`` into ``folder``; return the folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPOSITORY / "params.yaml", folder / "params.yaml")
+    update_params(folder, changes or {})
+    load_params(folder / "params.yaml")  # the test's own params must be valid
+    return folder
 
 
 def run(command: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -54,13 +81,64 @@ def run(command: list[str], cwd: Path, check: bool = True) -> subprocess.Complet
     return result
 
 
-def update_params(project: Path, changes: dict[str, dict[str, object]]) -> None:
-    """Change keys of the project's params.yaml (section -> key -> value)."""
-    path = project / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    for section, values in changes.items():
-        params[section].update(values)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
+def run_stage(
+    stage: str, arguments: list[str], cwd: Path, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m stages.<stage> arguments`` in ``cwd``, as dvc.yaml does."""
+    return run([sys.executable, "-m", f"stages.{stage}", *arguments], cwd, check=check)
+
+
+@pytest.fixture(scope="session")
+def tiny_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic CIFAR-10 archive: 5 x 40 dev images and 40 test images."""
+    path = tmp_path_factory.mktemp("archive") / "cifar-10-tiny.tar.gz"
+    make_synthetic_archive(path, images_per_batch=40, seed=0)
+    return path
+
+
+def prepare_into(folder: Path, archive: Path, changes: Changes | None = None) -> Path:
+    """Run the prepare stage on ``archive`` in ``folder``; return the prepared-data folder."""
+    write_params(folder, changes)
+    run_stage(
+        "prepare",
+        ["--archive", str(archive), "--output", "data/prepared", "--report", "reports/data.json"],
+        folder,
+    )
+    return folder / "data" / "prepared"
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory: pytest.TempPathFactory, tiny_archive: Path) -> Path:
+    """The tiny archive prepared with the committed params (ZCA): read-only for tests."""
+    return prepare_into(tmp_path_factory.mktemp("prepared"), tiny_archive)
+
+
+def new_project(folder: Path, archive: Path, changes: Changes | None = None) -> Path:
+    """A git + DVC copy of this project in ``folder`` that reads ``archive`` offline.
+
+    Its DVC remote is a folder beside it; ``changes`` go into its committed params.yaml.
+    """
+    project = folder / "project"
+    for name in PROJECT_FILES:
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPOSITORY / name, project / name)
+    for name in PROJECT_FOLDERS:
+        shutil.copytree(
+            REPOSITORY / name, project / name, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    run(["git", "init", "-q", "-b", "main"], project)
+    update_params(
+        project, {"data": {"archive": str(archive), "md5": file_md5(archive)}, **(changes or {})}
+    )
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "project copy"], project)
+    use_remote(project, folder / "remote")
+    return project
+
+
+def use_remote(project: Path, remote: Path) -> None:
+    """Point the project's DVC remote at ``remote``, in its untracked local config."""
+    run(["dvc", "remote", "modify", "--local", "local", "url", str(remote)], project)
 
 
 @pytest.fixture
@@ -68,23 +146,36 @@ def make_project(tmp_path: Path, tiny_archive: Path) -> Callable[..., Path]:
     """Return a factory of git+DVC project copies that read the tiny archive offline."""
 
     def factory(**changes: dict[str, object]) -> Path:
-        project = tmp_path / "project"
-        for name in PROJECT_FILES:
-            (project / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPOSITORY / name, project / name)
-        for name in PROJECT_FOLDERS:
-            shutil.copytree(
-                REPOSITORY / name, project / name, ignore=shutil.ignore_patterns("__pycache__")
-            )
-        run(["git", "init", "-q", "-b", "main"], project)
-        # The committed remote points beside the repository; keep test pushes in tmp_path.
-        run(["dvc", "remote", "modify", "local", "url", str(tmp_path / "remote")], project)
-        update_params(
-            project,
-            {"data": {"archive": str(tiny_archive), "md5": file_md5(tiny_archive)}, **changes},
-        )
-        run(["git", "add", "-A"], project)
-        run(["git", "commit", "-qm", "project copy"], project)
-        return project
+        return new_project(tmp_path, tiny_archive, changes)
 
     return factory
+
+
+QUICK_TRAIN = {"epochs": 2, "hidden_units": [32, 16], "batch_size": 16}
+TRAIN_OUTPUTS = ("data/model", "reports/train/live", "reports/train/summary.json",
+                 "reports/train/history.json")  # fmt: skip
+
+
+def train_arguments(folder: str = "") -> list[str]:
+    """The train stage's command-line arguments, writing under ``folder`` (default: as dvc.yaml)."""
+    model, live, summary, history = (
+        f"{folder}/{path}" if folder else path for path in TRAIN_OUTPUTS
+    )
+    return ["--prepared", "data/prepared", "--model", model, "--live", live,
+            "--summary", summary, "--history", history]  # fmt: skip
+
+
+def link_prepared(folder: Path, prepared: Path, changes: Changes | None = None) -> Path:
+    """A folder with params (``changes`` applied) and ``prepared`` as its data/prepared."""
+    write_params(folder, changes)
+    (folder / "data").mkdir(exist_ok=True)
+    (folder / "data" / "prepared").symlink_to(prepared)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory, prepared: Path) -> Path:
+    """A folder with the session's prepared data and a quick model trained on it: read-only."""
+    folder = link_prepared(tmp_path_factory.mktemp("trained"), prepared, {"train": QUICK_TRAIN})
+    run_stage("train", train_arguments(), folder)
+    return folder

@@ -295,7 +295,7 @@ def test_main_fails_over_tolerance_and_writes_nothing(workdir: Path) -> None:
 
 
 def test_command_line_failure_is_one_error_line_and_no_outputs(workdir: Path) -> None:
-    set_backprop_params(workdir, finite_difference_step=0.5, descent_steps=5)
+    set_backprop_params(workdir, finite_difference_step=1e-2, descent_steps=5)
     result = subprocess.run(
         [sys.executable, "-m", "stages.backprop", *OUTPUTS],
         cwd=workdir, capture_output=True, text=True, check=False,

@@ -15,6 +15,8 @@ import pytest
 from stages.cifar import (
     CLASS_NAMES,
     FOLDER,
+    MAX_ARCHIVE_BYTES,
+    MAX_MEMBER_BYTES,
     META_FILE,
     TEST_BATCH,
     TRAIN_BATCHES,
@@ -22,10 +24,9 @@ from stages.cifar import (
     file_md5,
     interleaved_to_planar,
     load_cifar_archive,
-    make_synthetic_archive,
     planar_to_interleaved,
-    write_archive,
 )
+from tools.synthetic_archive import make_synthetic_archive, write_archive
 
 
 def read_members(path: Path) -> dict[str, bytes]:
@@ -39,6 +40,7 @@ def read_members(path: Path) -> dict[str, bytes]:
 
 def test_synthetic_archive_round_trips(tiny_archive: Path) -> None:
     archive = load_cifar_archive(tiny_archive)
+    assert archive.md5 == file_md5(tiny_archive)
     assert archive.dev.images.shape == (200, 3072)
     assert archive.dev.images.dtype == np.uint8
     assert archive.test.images.shape == (40, 3072)
@@ -109,9 +111,75 @@ def test_corrupt_archive_is_reported(tmp_path: Path) -> None:
         load_cifar_archive(corrupt)
 
 
-def test_missing_file_is_reported(tmp_path: Path) -> None:
-    with pytest.raises(ArchiveError, match="no such file"):
-        load_cifar_archive(tmp_path / "absent.tar.gz")
+def test_missing_file_and_folder_are_reported_under_the_name_given(tmp_path: Path) -> None:
+    with pytest.raises(ArchiveError, match=r"^mine\.tar\.gz: no such file$"):
+        load_cifar_archive(tmp_path / "absent.tar.gz", name="mine.tar.gz")
+    with pytest.raises(ArchiveError, match="is a folder, not an archive file"):
+        load_cifar_archive(tmp_path)
+
+
+def flip_bit(data: bytes, offset: int, bit: int = 0) -> bytes:
+    changed = bytearray(data)
+    changed[offset] ^= 1 << bit
+    return bytes(changed)
+
+
+@pytest.mark.parametrize("where", [0.1, 0.5, 0.9, -8, -4, -1])
+def test_a_flipped_bit_anywhere_in_the_compressed_data_is_refused(
+    tmp_path: Path, tiny_archive: Path, where: float
+) -> None:
+    # Past the 10-byte gzip header: the deflate stream, then the CRC and the length.
+    data = tiny_archive.read_bytes()
+    offset = int(10 + where * (len(data) - 18)) if where > 0 else len(data) + int(where)
+    for bit in (0, 3, 7):
+        corrupt = tmp_path / "corrupt.tar.gz"
+        corrupt.write_bytes(flip_bit(data, offset, bit))
+        with pytest.raises(ArchiveError, match="corrupt or truncated gzip data"):
+            load_cifar_archive(corrupt)
+
+
+def test_trailing_bytes_after_the_gzip_stream_are_refused(
+    tmp_path: Path, tiny_archive: Path
+) -> None:
+    padded = tmp_path / "padded.tar.gz"
+    padded.write_bytes(tiny_archive.read_bytes() + b"extra")
+    with pytest.raises(ArchiveError, match="corrupt or truncated gzip data"):
+        load_cifar_archive(padded)
+
+
+def test_a_corrupt_tar_header_is_called_corrupt(tmp_path: Path, tiny_archive: Path) -> None:
+    tar = bytearray(gzip.decompress(tiny_archive.read_bytes()))
+    with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
+        second_header = archive.getmembers()[1].offset
+    tar[second_header + 100] ^= 0xFF  # its mode field: the header checksum no longer fits
+    corrupt = tmp_path / "header.tar.gz"
+    corrupt.write_bytes(gzip.compress(bytes(tar)))  # a valid gzip stream around a bad tar
+    with pytest.raises(
+        ArchiveError, match=f"corrupt tar data \\(a damaged header at byte {second_header}\\)"
+    ):
+        load_cifar_archive(corrupt)
+
+
+def test_a_member_larger_than_a_batch_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    info = tarfile.TarInfo(f"{FOLDER}/{TRAIN_BATCHES[0]}")
+    info.size = MAX_MEMBER_BYTES + 1
+    header = info.tobuf(format=tarfile.GNU_FORMAT)
+    # A header that claims more bytes than follow: refused on the size, not on reading.
+    big = tmp_path / "big.tar.gz"
+    big.write_bytes(gzip.compress(header + bytes(1024)))
+    with pytest.raises(ArchiveError, match="more than a CIFAR-10 batch can be"):
+        load_cifar_archive(big)
+
+
+def test_an_archive_that_inflates_too_far_is_refused(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.tar.gz"
+    with gzip.open(bomb, "wb", compresslevel=1) as file:
+        zeros = bytes(16 << 20)
+        for _ in range(MAX_ARCHIVE_BYTES // len(zeros) + 1):
+            file.write(zeros)
+    assert bomb.stat().st_size < 4 << 20  # a few MB on disk
+    with pytest.raises(ArchiveError, match="MiB uncompressed, far more than"):
+        load_cifar_archive(bomb)
 
 
 def test_missing_batch_is_named(tmp_path: Path, tiny_archive: Path) -> None:
@@ -119,7 +187,7 @@ def test_missing_batch_is_named(tmp_path: Path, tiny_archive: Path) -> None:
     del members[TEST_BATCH]
     incomplete = tmp_path / "incomplete.tar.gz"
     write_archive(incomplete, members)
-    with pytest.raises(ArchiveError, match=f"missing {FOLDER}/{TEST_BATCH}"):
+    with pytest.raises(ArchiveError, match=f"not CIFAR-10's: missing {FOLDER}/{TEST_BATCH}"):
         load_cifar_archive(incomplete)
 
 
@@ -138,7 +206,8 @@ def replace_batch_entry(
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        (b"labels", [10] * 40, "labels must be integers from 0 to 9"),
+        (b"labels", [3] * 39 + [10], "label 10 is outside 0-9 \\(1 such labels\\)"),
+        (b"labels", [0.5] * 40, "labels must be integers, got float64 values"),
         (b"labels", [0] * 39, "b'labels' must be a list of 40 integers"),
         (b"data", np.zeros((40, 3072), np.float64), "must be an \\(N, 3072\\) uint8 array"),
         (

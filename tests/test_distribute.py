@@ -1,4 +1,4 @@
-"""Scale-out: tf.distribute strategies for real on this CPU, and DVC's experiment queue."""
+"""Spreading training with Keras' DataParallel: devices in one process, and several processes."""
 
 from __future__ import annotations
 
@@ -7,82 +7,55 @@ import os
 import socket
 import subprocess
 import sys
-import textwrap
-from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
-import yaml
-from conftest import run
+from conftest import QUICK_TRAIN, link_prepared, run_stage, train_arguments, write_params
 
-pytestmark = pytest.mark.slow
-
-REPOSITORY = Path(__file__).resolve().parent.parent
-# Two logical CPU devices must be configured before TensorFlow starts: a small launcher.
-TWO_CPUS_LAUNCHER = textwrap.dedent(
-    """
-    import tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from stages.cli import run_stage
-    from stages.train import main
-    run_stage(main)
-    """
-)
+from stages.cifar import FEATURES, Split
+from stages.cli import StageError
+from stages.distribution import Placement, local_share, set_up
 
 
 @pytest.fixture
-def prepared(tmp_path: Path, tiny_archive: Path) -> Path:
-    """A folder with the tiny archive prepared and quick training params."""
-    params = yaml.safe_load((REPOSITORY / "params.yaml").read_text())
-    params["train"].update(epochs=2, hidden_units=[32, 16], early_stopping_patience=0)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    subprocess.run(
-        [sys.executable, "-m", "stages.prepare", "--archive", str(tiny_archive),
-         "--output", "data/prepared", "--report", "reports/data.json"],
-        cwd=tmp_path, check=True, capture_output=True,
-    )  # fmt: skip
-    return tmp_path
+def project(tmp_path: Path, prepared: Path) -> Path:
+    return link_prepared(tmp_path, prepared, {"train": QUICK_TRAIN})
 
 
-def set_distribute(project: Path, distribute: str) -> None:
-    path = project / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    params["train"]["distribute"] = distribute
-    path.write_text(yaml.safe_dump(params))
+def history(project: Path, name: str) -> dict[str, list[float]]:
+    return json.loads((project / name / "reports" / "train" / "history.json").read_text())
 
 
-def train_command(name: str, launcher: list[str] | None = None) -> list[str]:
-    return [*(launcher or [sys.executable, "-m", "stages.train"]),
-            "--prepared", "data/prepared", "--model", f"{name}/model", "--live", f"{name}/live",
-            "--summary", f"{name}/summary.json", "--history", f"{name}/history.json"]  # fmt: skip
+def test_local_share_deals_rows_in_turn_and_evenly() -> None:
+    split = Split(np.zeros((7, FEATURES), np.uint8), np.arange(7, dtype=np.uint8))
+    shares = [local_share(split, Placement(index, 2, 2), batch_size=4) for index in range(2)]
+    assert [share.labels.tolist() for share, _ in shares] == [[0, 2, 4], [1, 3, 5]]
+    assert [batch for _, batch in shares] == [2, 2]
+    with pytest.raises(StageError, match=r"train\.batch_size = 5: must be a multiple of the 2"):
+        local_share(split, Placement(0, 2, 2), batch_size=5)
 
 
-def train(project: Path, name: str, launcher: list[str] | None = None) -> str:
-    result = subprocess.run(
-        train_command(name, launcher), cwd=project, capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
+def test_incomplete_process_settings_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KERAS_DISTRIBUTION_NUM_PROCESSES", "2")
+    monkeypatch.delenv("KERAS_DISTRIBUTION_JOB_ADDRESSES", raising=False)
+    monkeypatch.delenv("KERAS_DISTRIBUTION_PROCESS_ID", raising=False)
+    with pytest.raises(StageError, match="set KERAS_DISTRIBUTION_JOB_ADDRESSES, KERAS_DISTRIB"):
+        set_up("data_parallel")
 
 
-def test_mirrored_over_two_logical_cpus(prepared: Path) -> None:
-    set_distribute(prepared, "mirrored")
-    output = train(prepared, "mirrored", [sys.executable, "-c", TWO_CPUS_LAUNCHER])
-    assert "on 2 replica(s)" in output
-    assert (prepared / "mirrored" / "model" / "model.weights.h5").is_file()
-    history = json.loads((prepared / "mirrored" / "history.json").read_text())
-    assert len(history["loss"]) == 2
-
-
-def test_one_replica_matches_no_strategy(prepared: Path) -> None:
-    train(prepared, "none")
-    set_distribute(prepared, "mirrored")
-    assert "on 1 replica(s)" in train(prepared, "mirrored")
-    plain = json.loads((prepared / "none" / "history.json").read_text())
-    mirrored = json.loads((prepared / "mirrored" / "history.json").read_text())
-    for key, values in plain.items():
-        assert mirrored[key] == pytest.approx(values, rel=1e-5), key
+@pytest.mark.slow
+def test_two_devices_compute_what_one_does(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_stage("train", train_arguments("one"), project)
+    write_params(project, {"train": {**QUICK_TRAIN, "distribute": "data_parallel"}})
+    # JAX shows the CPU as two devices: each step splits the same global batch in two.
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    output = run_stage("train", train_arguments("two"), project).stdout
+    assert "on 2 device(s)" in output
+    one, two = history(project, "one"), history(project, "two")
+    for key in ("loss", "val_loss"):
+        assert two[key] == pytest.approx(one[key], rel=1e-5), key
+    assert two["val_accuracy"] == one["val_accuracy"]
 
 
 def free_local_ports(count: int) -> list[int]:
@@ -95,50 +68,30 @@ def free_local_ports(count: int) -> list[int]:
     return ports
 
 
-def test_multi_worker_with_two_local_worker_processes(prepared: Path) -> None:
-    set_distribute(prepared, "multi_worker")
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_local_ports(2)]}
-    workers = [
+@pytest.mark.slow
+def test_two_processes_train_one_model_and_only_the_first_writes(project: Path) -> None:
+    write_params(project, {"train": {**QUICK_TRAIN, "distribute": "data_parallel"}})
+    addresses = ",".join(f"127.0.0.1:{port}" for port in free_local_ports(2))
+    processes = [
         subprocess.Popen(
-            train_command(f"worker{index}"),
-            cwd=prepared,
-            env={**os.environ, "TF_CONFIG": json.dumps(
-                {"cluster": cluster, "task": {"type": "worker", "index": index}}
-            )},
+            [sys.executable, "-m", "stages.train", *train_arguments(f"process{index}")],
+            cwd=project,
+            env={**os.environ, "KERAS_DISTRIBUTION_JOB_ADDRESSES": addresses,
+                 "KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
+                 "KERAS_DISTRIBUTION_PROCESS_ID": str(index)},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         for index in range(2)
     ]  # fmt: skip
-    outputs = [worker.communicate(timeout=600) for worker in workers]
-    for worker, (_, stderr) in zip(workers, outputs, strict=True):
-        assert worker.returncode == 0, stderr[-3000:]
-    assert "on 2 replica(s)" in outputs[0][0]
-    assert "as a worker; the chief writes the outputs" in outputs[1][0]
-    chief = prepared / "worker0"
-    assert (chief / "model" / "model.weights.h5").is_file()
-    assert json.loads((chief / "live" / "metrics.json").read_text())["step"] == 1
-    assert len(json.loads((chief / "history.json").read_text())["loss"]) == 2
-    assert not (prepared / "worker1").exists()  # dvclive and the outputs: chief only
-
-
-def test_queued_experiments_run_and_differ(make_project: Callable[..., Path]) -> None:
-    project = make_project(train={"epochs": 1, "hidden_units": [16]})
-    run(["dvc", "repro"], project)
-    run(["git", "add", "-A"], project)
-    run(["git", "commit", "-qm", "baseline"], project)
-    for batch_size in (16, 64):
-        run(["dvc", "exp", "run", "--queue", "-S", f"train.batch_size={batch_size}"], project)
-    run(["dvc", "exp", "run", "--run-all", "-j", "1"], project)
-    shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
-    experiments = {}
-    for baseline in shown:
-        for experiment in baseline.get("experiments") or []:
-            for revision in experiment["revs"]:
-                data = revision["data"]
-                batch_size = data["params"]["params.yaml"]["data"]["train"]["batch_size"]
-                metrics = data["metrics"]["reports/metrics.json"]["data"]
-                experiments[batch_size] = metrics["test"]["loss"]
-    assert set(experiments) == {16, 64}
-    assert experiments[16] != experiments[64]
+    outputs = [process.communicate(timeout=600) for process in processes]
+    for process, (_, stderr) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, stderr[-3000:]
+    assert "on 2 device(s) in 2 processes" in outputs[0][0]
+    assert "trained on 2 device(s) in 2 processes as process 1" in outputs[1][0]
+    chief = project / "process0"
+    assert len(history(project, "process0")["loss"]) == 2
+    assert json.loads((chief / "reports/train/live/metrics.json").read_text())["step"] == 2
+    assert (chief / "data/model/model.weights.h5").is_file()
+    assert not (project / "process1").exists()  # dvclive and the outputs: process 0 only

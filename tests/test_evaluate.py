@@ -1,54 +1,53 @@
-"""The evaluate stage: predictions see the training preprocessing; metrics match sklearn."""
+"""The evaluate stage: hand-checked metrics, the kept-model check, and its command line."""
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
-from sklearn.metrics import f1_score
+from conftest import QUICK_TRAIN, run_stage, train_arguments, write_params
 
-from stages.cifar import CLASS_NAMES, FEATURES
-from stages.dataset import Standardization
+from stages.cifar import CLASS_NAMES
+from stages.cli import StageError
 from stages.evaluate import (
     PREDICTION_COLUMNS,
-    best_validation,
+    KeptModel,
+    check_kept_model,
     compute_test_metrics,
-    predict_probabilities,
+    kept_model,
+    per_class_accuracy,
     predictions_table,
 )
-from stages.train import build_model
+from stages.inference import Dense, DenseNetwork
+
+# Four test images: two airplanes (one taken for an automobile), an automobile, a bird.
+LABELS = np.array([0, 0, 1, 2])
+PREDICTED = [0, 1, 1, 2]
 
 
-def test_predictions_use_the_training_standardization() -> None:
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, size=(7, FEATURES), dtype=np.uint8)
-    scaling = Standardization(
-        rng.uniform(100, 150, FEATURES).astype(np.float32),
-        rng.uniform(40, 80, FEATURES).astype(np.float32),
-    )
-    model = build_model(FEATURES, [16], 10, "relu", 0.0)
-    probabilities = predict_probabilities(model, images, scaling, batch_size=3)
-    expected = model(scaling.transform(images)).numpy()
-    np.testing.assert_allclose(probabilities, expected, rtol=1e-6, atol=1e-7)
-    # The notebook's 2.9 bug, raw pixels into the model, gives other outputs.
-    raw = model(images.astype(np.float32)).numpy()
-    assert not np.allclose(probabilities, raw, atol=1e-3)
-
-
-def test_metrics_on_a_known_case() -> None:
-    labels = np.array([0, 0, 1, 2])
+def confident_probabilities() -> np.ndarray:
     probabilities = np.full((4, 10), 0.01)
-    for row, predicted in enumerate([0, 1, 1, 2]):
+    for row, predicted in enumerate(PREDICTED):
         probabilities[row, predicted] = 0.91
-    metrics = compute_test_metrics(labels, probabilities, CLASS_NAMES)
-    assert metrics["accuracy"] == pytest.approx(0.75)
-    per_class = metrics["per_class_accuracy"]
-    assert per_class["airplane"] == pytest.approx(0.5)
-    assert per_class["automobile"] == pytest.approx(1.0)
-    assert per_class["truck"] == 0.0  # no test images of that class
-    expected_loss = -np.mean(np.log([0.91, 0.01, 0.91, 0.91]))
-    assert metrics["loss"] == pytest.approx(expected_loss)
-    expected_f1 = f1_score(labels, [0, 1, 1, 2], labels=range(10), average="macro", zero_division=0)
-    assert metrics["macro_f1"] == pytest.approx(expected_f1)
+    return probabilities
+
+
+def test_metrics_on_a_hand_checked_case() -> None:
+    metrics = compute_test_metrics(LABELS, confident_probabilities(), n_classes=10)
+    assert metrics["accuracy"] == 0.75
+    assert metrics["loss"] == pytest.approx(-(3 * np.log(0.91) + np.log(0.01)) / 4)
+    # F1 per class: airplane 2/3 (precision 1, recall 1/2), automobile 2/3 (1/2, 1),
+    # bird 1, the seven classes never seen nor predicted 0; their mean over ten classes:
+    assert metrics["macro_f1"] == pytest.approx(0.2333333333)
+
+
+def test_per_class_accuracy_is_recall_with_zero_for_absent_classes() -> None:
+    table = per_class_accuracy(LABELS, confident_probabilities(), CLASS_NAMES)
+    assert table["class"].tolist() == list(CLASS_NAMES)
+    assert table["accuracy"].tolist() == [0.5, 1.0, 1.0] + [0.0] * 7
 
 
 def test_predictions_table_names_classes() -> None:
@@ -60,6 +59,100 @@ def test_predictions_table_names_classes() -> None:
     assert table["confidence"].tolist() == [0.82, 0.82]
 
 
-def test_best_validation_reads_the_kept_epoch() -> None:
-    history = {"val_accuracy": [0.3, 0.5, 0.4]}
-    assert best_validation(history, 2) == {"accuracy": 0.5, "epoch": 2}
+def network(parameters: int) -> DenseNetwork:
+    kernel = np.zeros((parameters - 1, 1), np.float32)
+    return DenseNetwork(np.zeros(parameters - 1, np.float32), np.ones(parameters - 1, np.float32),
+                        (Dense(kernel, np.zeros(1, np.float32), "softmax"),))  # fmt: skip
+
+
+def test_the_kept_model_is_read_from_summary_and_history() -> None:
+    summary = {"total_parameters": 11, "best_epoch": 2}
+    kept = kept_model(summary, {"val_accuracy": [0.30, 0.52, 0.41]}, Path("history.json"))
+    assert kept == KeptModel(parameters=11, epoch=2, validation_accuracy=0.52)
+    with pytest.raises(StageError, match=r"history\.json: not the train stage's record"):
+        kept_model(summary, {"val_accuracy": [0.3]}, Path("history.json"))
+
+
+def test_a_model_of_another_size_is_refused() -> None:
+    kept = KeptModel(parameters=402_250, epoch=1, validation_accuracy=0.5)
+    with pytest.raises(StageError, match=r"a model of 11 parameters, but .* says 402,250"):
+        check_kept_model(network(11), kept, 0.5, Path("model"))
+
+
+def test_weights_other_than_the_kept_epochs_are_refused() -> None:
+    kept = KeptModel(parameters=11, epoch=2, validation_accuracy=0.52)
+    check_kept_model(network(11), kept, 0.5205, Path("model"))
+    with pytest.raises(
+        StageError, match=r"0\.4100, but training logged 0\.5200 for the kept epoch 2"
+    ):
+        check_kept_model(network(11), kept, 0.41, Path("model"))
+
+
+EVALUATE_OUTPUTS = ("reports/metrics.json", "reports/evaluate/predictions.csv",
+                    "reports/evaluate/per_class_accuracy.csv")  # fmt: skip
+
+
+def evaluate(folder: Path) -> object:
+    metrics, predictions, per_class = EVALUATE_OUTPUTS
+    arguments = ["--prepared", "data/prepared", "--model", "data/model",
+                 "--summary", "reports/train/summary.json",
+                 "--history", "reports/train/history.json", "--metrics", metrics,
+                 "--predictions", predictions, "--per-class", per_class]  # fmt: skip
+    return run_stage("evaluate", arguments, folder, check=False)
+
+
+@pytest.fixture
+def copy_of_trained(tmp_path: Path, trained: Path) -> Path:
+    folder = tmp_path / "trained"
+    shutil.copytree(trained, folder, symlinks=True)
+    return folder
+
+
+def test_evaluate_measures_the_kept_epochs_validation_accuracy(copy_of_trained: Path) -> None:
+    result = evaluate(copy_of_trained)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((copy_of_trained / EVALUATE_OUTPUTS[0]).read_text())
+    assert set(metrics) == {"test", "validation"}
+    assert set(metrics["test"]) == {"accuracy", "loss", "macro_f1"}
+    summary = json.loads((copy_of_trained / "reports/train/summary.json").read_text())
+    history = json.loads((copy_of_trained / "reports/train/history.json").read_text())
+    kept = history["val_accuracy"][summary["best_epoch"] - 1]
+    assert metrics["validation"] == {"accuracy": pytest.approx(kept, abs=1e-6),
+                                     "epoch": summary["best_epoch"]}  # fmt: skip
+    predictions = (copy_of_trained / EVALUATE_OUTPUTS[1]).read_text().splitlines()
+    assert predictions[0] == ",".join(PREDICTION_COLUMNS)
+    assert len(predictions) == 1 + 40
+
+
+def test_a_model_trained_with_other_params_is_refused_and_nothing_is_written(
+    copy_of_trained: Path,
+) -> None:
+    # Another model in data/model, while the summary still describes the first one.
+    write_params(copy_of_trained / "other", {"train": {**QUICK_TRAIN, "hidden_units": [8]}})
+    (copy_of_trained / "other" / "data").mkdir()
+    (copy_of_trained / "other" / "data" / "prepared").symlink_to(
+        (copy_of_trained / "data" / "prepared").resolve()
+    )
+    run_stage("train", train_arguments(), copy_of_trained / "other")
+    shutil.rmtree(copy_of_trained / "data" / "model")
+    shutil.copytree(copy_of_trained / "other/data/model", copy_of_trained / "data/model")
+    result = evaluate(copy_of_trained)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: data/model: a model of 24,674 parameters, but")
+    assert result.stderr.count("\n") == 1
+    for output in EVALUATE_OUTPUTS:
+        assert not (copy_of_trained / output).exists()
+
+
+def test_a_truncated_input_names_the_stage_to_rerun(copy_of_trained: Path) -> None:
+    codes = copy_of_trained / "data" / "prepared"
+    local = copy_of_trained / "prepared-copy"
+    shutil.copytree(codes.resolve(), local)
+    codes.unlink()
+    codes.symlink_to(local)
+    test_codes = local / "test_codes.npy"
+    test_codes.write_bytes(test_codes.read_bytes()[:1000])
+    result = evaluate(copy_of_trained)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: data/prepared/test_codes.npy: unreadable or truncated")
+    assert "run `dvc repro prepare`" in result.stderr

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPOSITORY, run_stage, write_params
 
 from stages.params import PARAMS_FILE, ParamsError, load_params, validate_params
-
-REPOSITORY = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -25,29 +24,31 @@ def with_change(raw: dict, section: str, key: str, value: object) -> dict:
 
 
 def test_committed_params_are_valid() -> None:
-    params = load_params(REPOSITORY / PARAMS_FILE)
-    assert params.prepare.val_fraction == 0.2
-    assert params.prepare.seed == 42
-    assert params.train.hidden_units == [128, 64]
-    assert params.train.epochs == 20
-    assert params.data.md5 == "c58f30108f718f92721af3b95e74349a"
+    load_params(REPOSITORY / PARAMS_FILE)
 
 
 @pytest.mark.parametrize(
     ("section", "key", "value", "message"),
     [
-        ("train", "epochs", -3, "train.epochs = -3: Input should be greater than 0"),
-        ("train", "epochs", 0, "train.epochs = 0: Input should be greater than 0"),
-        ("prepare", "val_fraction", 1.0, "prepare.val_fraction = 1.0: Input should be less than 1"),
+        ("train", "epochs", -3, "train.epochs = -3: Input should be greater than or equal to 1"),
+        ("train", "epochs", 10**6, "train.epochs = 1000000: Input should be less than or equal"),
+        ("prepare", "val_fraction", 1.0, "prepare.val_fraction = 1.0: Input should be less than"),
         ("prepare", "val_fraction", 0, "prepare.val_fraction = 0: Input should be greater than 0"),
-        ("prepare", "scaling", "minmax", "prepare.scaling = 'minmax': Input should be 'per_pixel'"),
+        ("prepare", "scaling", "minmax", "prepare.scaling = 'minmax': Input should be 'unit'"),
+        ("prepare", "zca_epsilon", 0.0, "prepare.zca_epsilon = 0.0: Input should be greater"),
         ("train", "epochs", "20", "train.epochs = '20': Input should be a valid integer"),
         ("train", "epochs", 2.5, "train.epochs = 2.5: Input should be a valid integer"),
         ("train", "horizontal_flip", "yes", "train.horizontal_flip = 'yes': Input should be"),
         ("train", "hidden_units", [128, -1], "train.hidden_units.1 = -1: Input should be greater"),
+        ("train", "max_shift", 9, "train.max_shift = 9: Input should be less than or equal to 8"),
+        ("train", "label_smoothing", 1.0, "train.label_smoothing = 1.0: Input should be less"),
+        ("train", "batch_size", 10**7, "train.batch_size = 10000000: Input should be less"),
         ("data", "md5", "not-a-hash", "data.md5 = 'not-a-hash': String should match pattern"),
+        ("data", "retries", 1000, "data.retries = 1000: Input should be less than or equal to 20"),
         ("train", "distribute", "horovod", "train.distribute = 'horovod': Input should be 'none'"),
         ("train", "lerning_rate", 0.1, "train.lerning_rate is not a known key"),
+        ("plots", "dpi", 20000, "plots.dpi = 20000: Input should be less than or equal to 400"),
+        ("evaluate", "batch_size", 0, "evaluate.batch_size = 0: Input should be greater than"),
     ],
 )
 def test_bad_value_is_named_in_one_line(
@@ -59,6 +60,19 @@ def test_bad_value_is_named_in_one_line(
     assert "\n" not in text
     assert text.startswith("params.yaml: ")
     assert message in text
+
+
+def test_warmup_must_end_before_training_does(raw_params: dict) -> None:
+    changed = with_change(raw_params, "train", "warmup_epochs", raw_params["train"]["epochs"])
+    with pytest.raises(ParamsError, match=r"params.yaml: train: warmup_epochs \(.*\) must be less"):
+        validate_params(changed)
+
+
+def test_uppercase_md5_is_normalised(raw_params: dict) -> None:
+    params = validate_params(
+        with_change(raw_params, "data", "md5", "C58F30108F718F92721AF3B95E74349A")
+    )
+    assert params.data.md5 == "c58f30108f718f92721af3b95e74349a"
 
 
 def test_missing_key_and_unknown_section_are_named(raw_params: dict) -> None:
@@ -84,3 +98,16 @@ def test_unreadable_files_are_reported(tmp_path: Path) -> None:
     broken.write_text("train: [unclosed\n")
     with pytest.raises(ParamsError, match="not valid YAML"):
         load_params(broken)
+
+
+def test_params_stage_fails_on_a_typo_in_a_key_no_stage_reads(tmp_path: Path) -> None:
+    write_params(tmp_path)
+    assert run_stage("params", [], tmp_path).stderr == ""
+    text = (tmp_path / "params.yaml").read_text().replace("  retries:", "  retires:")
+    (tmp_path / "params.yaml").write_text(text)
+    result = run_stage("params", [], tmp_path, check=False)
+    assert result.returncode == 1
+    assert set(result.stderr.splitlines()) == {
+        "error: params.yaml: data.retires is not a known key",
+        "error: params.yaml: data.retries is missing",
+    }

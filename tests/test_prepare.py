@@ -1,24 +1,28 @@
-"""The prepare stage: split, standardization statistics, report, and its command line."""
+"""The prepare stage: split, standardization and ZCA whitening, report, and its command line."""
 
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import prepare_into, run_stage, write_params
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from stages.cifar import FEATURES, Split, file_md5, load_cifar_archive
-from stages.dataset import load_class_names, load_split, load_standardization
-from stages.prepare import compute_standardization, split_dev
-
-REPOSITORY = Path(__file__).resolve().parent.parent
+from stages.dataset import (
+    CODE_RANGE_STDS,
+    CODES_STANDARDIZATION,
+    load_class_names,
+    load_model_inputs,
+    load_split,
+    load_standardization,
+    load_whitening,
+)
+from stages.prepare import compute_standardization, fit_whitening, split_dev
 
 
 def random_images(rows: int, seed: int = 0) -> np.ndarray:
@@ -92,37 +96,111 @@ def test_split_validates_its_arrays() -> None:
         Split(np.zeros((2, FEATURES), np.uint8), np.zeros(3, np.uint8))
 
 
-def run_prepare(workdir: Path, archive: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "stages.prepare", "--archive", str(archive),
-         "--output", "data/prepared", "--report", "reports/data.json"],
-        cwd=workdir, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+def smooth_images(rows: int, seed: int = 0, side: int = 8) -> np.ndarray:
+    """Small flat images with a decaying spectrum like real ones: blurred noise plus grain.
+
+    Whitening works at any width; 8 x 8 x 3 keeps the exact eigendecompositions quick.
+    """
+    rng = np.random.default_rng(seed)
+    coarse = rng.normal(128, 50, size=(rows, side // 4, side // 4, 3))
+    coarse = coarse.repeat(4, axis=1).repeat(4, axis=2)
+    grain = rng.normal(0, 6, size=(rows, side, side, 3))
+    return np.clip(coarse + grain, 0, 255).astype(np.uint8).reshape(rows, -1)
+
+
+def exact_zca(images: np.ndarray, epsilon: float) -> np.ndarray:
+    """The textbook ZCA in float64: U (Lambda + epsilon)^-1/2 U^T of the centred pixels / 255."""
+    pixels = images / 255.0
+    centred = pixels - pixels.mean(axis=0)
+    variances, vectors = np.linalg.eigh(centred.T @ centred / len(pixels))
+    return centred @ (vectors * (1 / np.sqrt(variances + epsilon))) @ vectors.T
+
+
+@pytest.mark.parametrize("epsilon", [0.01, 0.3])
+def test_whitening_matches_the_exact_zca(epsilon: float) -> None:
+    images = smooth_images(1500)
+    whitening = fit_whitening(images, epsilon)
+    assert 0 < len(whitening.gains) < images.shape[1]  # the weak components were left out
+    expected = exact_zca(images, epsilon)
+    error = whitening.whiten(images) - expected
+    # Left-out components are off by at most 2.4 % each; they carry little variance.
+    assert np.sqrt(np.mean(error**2)) < 0.01 * np.sqrt(np.mean(expected**2))
+
+
+def test_whitening_decorrelates_the_strong_components() -> None:
+    images = smooth_images(2000, seed=1)
+    whitened = fit_whitening(images, 1e-4).whiten(images).astype(np.float64)
+    covariance = whitened.T @ whitened / len(whitened)
+    strongest = np.linalg.eigvalsh(covariance)[-10:]
+    # ZCA gives eigenvalues lambda / (lambda + epsilon): 1 where lambda >> epsilon.
+    np.testing.assert_allclose(strongest, 1.0, atol=0.02)
+
+
+def test_codes_round_trip_to_standardized_whitened_values() -> None:
+    images = smooth_images(500, seed=2)
+    whitening = fit_whitening(images, 0.3)
+    codes = whitening.encode(images)
+    assert codes.dtype == np.uint8
+    standardized = whitening.whiten(images) / whitening.std
+    # Every feature decodes alike: the images here are narrower than CIFAR's 3072 values.
+    centre, scale = CODES_STANDARDIZATION.mean[0], CODES_STANDARDIZATION.scale[0]
+    decoded = (codes - centre) / scale
+    inside = np.abs(standardized) < CODE_RANGE_STDS
+    # Rounding error: half a code step, 1/64 of a standard deviation.
+    assert np.max(np.abs(decoded - standardized)[inside]) <= CODE_RANGE_STDS / 255 + 1e-5
+    np.testing.assert_array_equal(codes[standardized > CODE_RANGE_STDS + 0.01], 255)
+    assert 0.9 < decoded.std() < 1.1
+
+
+def test_whitening_needs_a_positive_epsilon() -> None:
+    with pytest.raises(ValueError, match="epsilon must be positive"):
+        fit_whitening(smooth_images(10), 0.0)
+
+
+def run_prepare(workdir: Path, archive: Path) -> object:
+    return run_stage(
+        "prepare",
+        ["--archive", str(archive), "--output", "data/prepared", "--report", "reports/data.json"],
+        workdir,
+        check=False,
+    )
 
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    shutil.copy(REPOSITORY / "params.yaml", tmp_path / "params.yaml")
-    return tmp_path
+    return write_params(tmp_path)
 
 
-def test_main_writes_compact_outputs_and_report(workdir: Path, tiny_archive: Path) -> None:
-    result = run_prepare(workdir, tiny_archive)
-    assert result.returncode == 0, result.stderr
-    prepared = workdir / "data" / "prepared"
+def test_main_writes_compact_outputs_and_report(prepared: Path, tiny_archive: Path) -> None:
     train = load_split(prepared, "train")
     assert train.images.dtype == np.uint8
     assert train.images.shape == (160, FEATURES)
     assert load_split(prepared, "test").images.shape == (40, FEATURES)
-    assert load_standardization(prepared).mean.dtype == np.float32
+    # With ZCA (the committed default) the model reads whitened uint8 codes.
+    codes = load_model_inputs(prepared, "train")
+    assert codes.images.dtype == np.uint8
+    assert not np.array_equal(codes.images, train.images)
+    np.testing.assert_array_equal(codes.labels, train.labels)
+    assert load_whitening(prepared) is not None
+    np.testing.assert_array_equal(load_standardization(prepared).scale, CODES_STANDARDIZATION.scale)
     assert load_class_names(prepared)[0] == "airplane"
-    report = json.loads((workdir / "reports" / "data.json").read_text())
+    report = json.loads((prepared.parent.parent / "reports" / "data.json").read_text())
     assert report["archive_md5"] == file_md5(tiny_archive)
     assert report["shapes"]["x_dev"] == "(200, 32, 32, 3)"
     assert report["shapes"]["x_train"] == "(160, 3072)"
     assert report["shapes"]["y_val"] == "(40, 1)"
     assert report["class_counts"]["validation"]["truck"] == 4
-    assert [path.name for path in workdir.rglob(".*tmp*")] == []
+    assert report["zca"]["epsilon"] == 0.3
+    assert [path.name for path in prepared.parent.rglob(".*tmp*")] == []
+
+
+def test_without_whitening_the_model_reads_the_images(tmp_path: Path, tiny_archive: Path) -> None:
+    prepared = prepare_into(tmp_path, tiny_archive, {"prepare": {"scaling": "per_pixel"}})
+    assert load_whitening(prepared) is None
+    assert not list(prepared.glob("*_codes.npy"))
+    inputs, images = load_model_inputs(prepared, "validation"), load_split(prepared, "validation")
+    np.testing.assert_array_equal(inputs.images, images.images)
+    assert load_standardization(prepared).scale.min() > 1
 
 
 def test_main_rejects_bad_archive_in_one_line_and_writes_nothing(workdir: Path) -> None:
@@ -142,8 +220,8 @@ def test_main_rejects_bad_params_before_reading_the_archive(workdir: Path) -> No
     params.write_text(params.read_text().replace("val_fraction: 0.2", "val_fraction: 1.5"))
     result = run_prepare(workdir, workdir / "does-not-exist.tar.gz")
     assert result.returncode == 1
-    assert (
-        result.stderr
-        == "error: params.yaml: prepare.val_fraction = 1.5: Input should be less than 1\n"
+    assert result.stderr == (
+        "error: params.yaml: prepare.val_fraction = 1.5: "
+        "Input should be less than or equal to 0.5\n"
     )
     assert not (workdir / "data").exists()

@@ -1,0 +1,1 @@
+"""Tooling for tests, benchmarks and demos; outside every stage's dependencies."""

@@ -9,7 +9,13 @@ from matplotlib import pyplot as plt
 
 from stages.cifar import CLASS_NAMES, FEATURES, Split
 from stages.params import PlotsParams
-from stages.plots import labelled_images, render_figures, samples_by_class
+from stages.plots import (
+    confusion_counts,
+    labelled_images,
+    mosaic,
+    render_figures,
+    samples_by_class,
+)
 
 
 @pytest.fixture
@@ -35,21 +41,48 @@ def predictions(split: Split) -> pd.DataFrame:
 
 def test_sample_grid_has_a_named_row_per_class(split: Split) -> None:
     figure = samples_by_class(split.images, split.labels, CLASS_NAMES, per_class=4)
-    axes = np.array(figure.axes).reshape(10, 4)
-    assert [row[0].get_ylabel() for row in axes] == list(CLASS_NAMES)
-    # Three images per class exist: the fourth column stays empty.
-    assert all(len(row[2].images) == 1 and len(row[3].images) == 0 for row in axes)
+    (axis,) = figure.axes
+    assert [label.get_text() for label in axis.get_yticklabels()] == list(CLASS_NAMES)
+    picture = axis.images[0].get_array()
+    # Three images per class exist: the fourth column of each row stays white.
+    first_row = picture[:32]
+    np.testing.assert_array_equal(first_row[:, :32].reshape(-1), split.images[0])
+    assert (first_row[:, 3 * 36 :] == 255).all()
     plt.close(figure)
 
 
-def test_prediction_grid_titles_and_colours(split: Split, predictions: pd.DataFrame) -> None:
+def test_mosaic_places_images_row_by_row_with_gaps(split: Split) -> None:
+    picture = mosaic(split.images[:6], rows=2, columns=3)
+    assert picture.shape == (2 * 32 + 4, 3 * 32 + 2 * 4, 3)
+    second_row_first = picture[36:68, 0:32].reshape(-1)
+    np.testing.assert_array_equal(second_row_first, split.images[3])
+    assert (picture[32:36] == 255).all()
+
+
+def test_prediction_captions_mark_right_and_wrong_beyond_colour(
+    split: Split, predictions: pd.DataFrame
+) -> None:
     figure = labelled_images(split.images, predictions.head(10), "first ten")
-    titles = [axis.title for axis in figure.axes[:10]]
-    assert titles[0].get_text() == f"GT: {CLASS_NAMES[0]}\nP: {CLASS_NAMES[1]}"
-    assert titles[0].get_color() == "tab:red"  # wrong prediction
-    assert titles[1].get_color() == "tab:green"
-    assert len(figure.axes) == 10  # a 2 x 5 grid
+    (axis,) = figure.axes
+    captions = axis.texts
+    assert len(captions) == 10  # a 2 x 5 grid
+    assert captions[0].get_text() == f"GT: {CLASS_NAMES[0]}\n\u2717 P: {CLASS_NAMES[1]}"
+    assert captions[0].get_color() == "tab:red"  # wrong prediction
+    assert captions[1].get_text() == f"GT: {CLASS_NAMES[1]}\n\u2713 P: {CLASS_NAMES[1]}"
+    assert captions[1].get_color() == "tab:green"
     plt.close(figure)
+
+
+def test_confusion_counts_have_true_rows_and_every_class(predictions: pd.DataFrame) -> None:
+    counts = confusion_counts(predictions, CLASS_NAMES)
+    assert list(counts.index) == list(counts.columns) == list(CLASS_NAMES)
+    # Rows true, columns predicted: every fourth image was taken for the next class.
+    assert (
+        counts.loc["airplane", "automobile"]
+        == (predictions["actual"] == "airplane").iloc[::4].sum()
+    )
+    assert counts.to_numpy().sum() == len(predictions)
+    assert np.trace(counts.to_numpy()) == (predictions["actual"] == predictions["predicted"]).sum()
 
 
 def test_every_figure_renders(split: Split, predictions: pd.DataFrame) -> None:
@@ -75,6 +108,8 @@ def test_every_figure_renders(split: Split, predictions: pd.DataFrame) -> None:
     ]  # fmt: skip
     wrong = predictions[predictions["actual"] != predictions["predicted"]]
     most_confident = f"({wrong['confidence'].max():.0%})"
-    assert most_confident in figures["confident_errors.png"].axes[0].get_title()
+    assert figures["confident_errors.png"].axes[0].texts[0].get_text().endswith(most_confident)
+    low, high = loss_axis.get_xlim()
+    assert [tick for tick in loss_axis.get_xticks() if low <= tick <= high] == [1, 2]
     for figure in figures.values():
         plt.close(figure)

@@ -238,6 +238,29 @@ def _parse_meta(path: Path, data: memoryview) -> int:
     return per_batch
 
 
+def _read_archive(path: Path, shown: Path) -> tuple[bytes, str]:
+    """Return the decompressed tar and the md5 of the file; errors name ``shown``."""
+    if path.is_dir():
+        raise ArchiveError(f"{shown}: is a folder, not an archive file")
+    try:
+        compressed = path.read_bytes()
+    except FileNotFoundError:
+        raise ArchiveError(f"{shown}: no such file") from None
+    return _decompress(shown, compressed), hashlib.md5(
+        compressed, usedforsecurity=False
+    ).hexdigest()
+
+
+def check_archive(path: Path, *, name: str | None = None) -> None:
+    """Check an archive without an md5 to vouch for it: gzip CRC and length, tar, members.
+
+    ``name`` is how errors refer to the archive (the path the user set, say).
+    """
+    shown = Path(name) if name is not None else path
+    tar, _ = _read_archive(path, shown)
+    _read_members(shown, tar)
+
+
 def load_cifar_archive(path: Path, *, name: str | None = None) -> CifarArchive:
     """Read and validate a CIFAR-10 python archive without extracting it.
 
@@ -245,15 +268,7 @@ def load_cifar_archive(path: Path, *, name: str | None = None) -> CifarArchive:
     by ``path``.
     """
     shown = Path(name) if name is not None else path
-    if path.is_dir():
-        raise ArchiveError(f"{shown}: is a folder, not an archive file")
-    try:
-        compressed = path.read_bytes()
-    except FileNotFoundError:
-        raise ArchiveError(f"{shown}: no such file") from None
-    md5 = hashlib.md5(compressed, usedforsecurity=False).hexdigest()
-    tar = _decompress(shown, compressed)
-    del compressed
+    tar, md5 = _read_archive(path, shown)
     members = _read_members(shown, tar)
     per_batch = _parse_meta(shown, members[META_FILE])
     batches = [_parse_batch(shown, batch, members[batch], per_batch) for batch in TRAIN_BATCHES]

@@ -1,9 +1,15 @@
-"""download stage: fetch the CIFAR-10 archive, or verify a local copy, and check its md5.
+"""download stage: fetch the CIFAR-10 archive, or verify a local copy, and check it.
 
 Online, the archive streams into ``<output>.part`` (with a progress bar, retries with
-exponential back-off and resume by HTTP Range) and is renamed to ``<output>`` only
-after its md5 matches, so a failed or interrupted run never leaves a file that looks
-complete. Offline, ``data.archive`` names a local copy that is verified and copied.
+exponential back-off and resume by HTTP Range) and is renamed to ``<output>`` only once
+it is verified, so a failed or interrupted run never leaves a file that looks complete.
+An md5 (``data.md5``) vouches for the bytes; without one, the archive's own checks must
+pass (gzip CRC and length, tar headers, the CIFAR-10 members).
+
+Offline, a local copy is verified and copied: ``CIFAR10_ARCHIVE=/path/to/archive`` in
+the environment for a copy of the archive params.yaml describes (params.yaml, and so
+the pipeline's state, stays as it is), or ``data.archive`` in params.yaml for another
+archive (a change of data, so an experiment of its own).
 """
 
 from __future__ import annotations
@@ -12,7 +18,9 @@ import argparse
 import functools
 import hashlib
 import logging
+import os
 import shutil
+import socket
 import sys
 import time
 from pathlib import Path
@@ -22,7 +30,7 @@ import urllib3
 from tqdm import tqdm
 
 from stages.atomic import atomic_outputs
-from stages.cifar import file_md5
+from stages.cifar import check_archive, file_md5
 from stages.cli import StageError, run_stage
 from stages.params import load_params
 
@@ -34,11 +42,15 @@ DEFAULT_BACKOFF_SECONDS = 1.0
 # Client errors that say "not now" rather than "never": worth a retry like a 5xx.
 RETRYABLE_CLIENT_STATUSES = frozenset({408, 429})
 CLIENT_ERRORS = range(400, 500)
+# A copy of the archive that params.yaml describes, for machines without the network.
+LOCAL_COPY_VARIABLE = "CIFAR10_ARCHIVE"
 OFFLINE_HINT = (
-    "to run offline, set data.archive in params.yaml to a local copy "
-    "(or: dvc exp run -S data.archive=/path/to/cifar-10-python.tar.gz, "
-    "plus -S data.md5=null to skip the check if it is not the official archive)"
+    f"offline, give a local copy of the archive: {LOCAL_COPY_VARIABLE}=/path/to/"
+    "cifar-10-python.tar.gz dvc repro (params.yaml stays as it is)"
 )
+# A body can end early without the server saying so (no Content-Length): resume it, or
+# fetch it again, once before giving up on an archive that fails its checks.
+VERIFICATION_ATTEMPTS = 2
 
 _new_md5 = functools.partial(hashlib.md5, usedforsecurity=False)
 
@@ -60,27 +72,54 @@ def check_md5(source: str, expected: str | None, got: str) -> None:
         )
 
 
-def use_local_archive(archive: Path, destination: Path, expected_md5: str | None) -> str:
-    """Copy ``archive`` to ``destination`` atomically if its md5 is right; return the md5.
+def verify(path: Path, source: str, expected_md5: str | None, md5: str) -> None:
+    """Check the bytes at ``path`` by ``expected_md5``, or by the archive's own checks."""
+    if expected_md5 is not None:
+        check_md5(source, expected_md5, md5)
+    else:
+        check_archive(path, name=source)
 
-    A copy rather than a link, because DVC moves the output into its cache. The md5 is
-    that of the copy, so it vouches for the bytes actually written.
+
+def use_local_archive(
+    archive: Path, destination: Path, expected_md5: str | None, *, setting: str = "data.archive"
+) -> str:
+    """Copy ``archive`` to ``destination`` atomically once verified; return its md5.
+
+    A copy rather than a link, because DVC moves the output into its cache. The checks
+    run on the copy, so they vouch for the bytes actually written. ``setting`` is where
+    the path came from, for the messages.
     """
+    if archive.is_dir():
+        raise StageError(f"{setting} = {str(archive)!r}: a folder, not an archive file")
     if not archive.is_file():
-        raise StageError(f"data.archive = {str(archive)!r}: no such file (check params.yaml)")
+        raise StageError(f"{setting} = {str(archive)!r}: no such file")
     with atomic_outputs(destination) as (temporary,):
         shutil.copyfile(archive, temporary)
         md5 = file_md5(temporary)
-        check_md5(str(archive), expected_md5, md5)
+        verify(temporary, str(archive), expected_md5, md5)
     return md5
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    """List the error and what caused it, innermost last."""
+    chain = [error]
+    while (inner := chain[-1].__cause__ or chain[-1].__context__) is not None:
+        chain.append(inner)
+    return chain
 
 
 def _innermost_reason(error: BaseException) -> str:
     """Describe the root cause ("Connection refused"), not requests' and urllib3's wrappers."""
-    cause = error
-    while (inner := cause.__cause__ or cause.__context__) is not None:
-        cause = inner
+    cause = _causes(error)[-1]
     return f"{type(cause).__name__}: {cause}".replace("\n", " ")
+
+
+def _is_name_resolution(error: BaseException) -> bool:
+    """Whether the host name could not be resolved: no network, waiting will not help."""
+    return any(
+        isinstance(cause, (socket.gaierror, urllib3.exceptions.NameResolutionError))
+        for cause in _causes(error)
+    )
 
 
 def _resumes_at(response: requests.Response, offset: int) -> bool:
@@ -174,6 +213,11 @@ def _fetch_with_retries(
                 return _fetch_once(session, url, partial, timeout)
             except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
                 reason = _innermost_reason(error)
+                if _is_name_resolution(error):
+                    host = urllib3.util.parse_url(url).host
+                    raise StageError(
+                        f"{url}: cannot resolve {host} (no network?); {OFFLINE_HINT}"
+                    ) from None
     kept = f"; {partial} keeps the bytes so far" if partial.exists() else ""
     raise StageError(
         f"{url}: download failed after {attempts} attempt(s) ({reason}){kept}; {OFFLINE_HINT}"
@@ -192,10 +236,11 @@ def download_with_resume(
     """Download ``url`` to ``destination`` and return its md5.
 
     Bytes collect in ``partial_path(destination)``, which a later call resumes; they are
-    renamed to ``destination`` only once the md5 matches ``expected_md5`` (None skips the
-    check). Network errors and 5xx answers are retried ``retries`` times, waiting
-    ``backoff_seconds`` then twice as long each time; other 4xx answers fail at once. A
-    checksum mismatch deletes the partial file.
+    renamed to ``destination`` only once verified: by ``expected_md5``, or without one by
+    the archive's own checks. Network errors and 5xx answers are retried ``retries``
+    times, waiting ``backoff_seconds`` then twice as long each time; other 4xx answers and
+    unresolvable host names fail at once. Bytes that fail verification are resumed (a
+    body cut short) or fetched again once; if they fail again, they are deleted.
     """
     if retries < 0:
         raise ValueError(f"retries must be >= 0, got {retries}")
@@ -209,12 +254,16 @@ def download_with_resume(
         # Without an md5 nothing would catch a stale partial of another file (data.url
         # changed since): resume only within this run.
         partial.unlink(missing_ok=True)
-    md5 = _fetch_with_retries(url, partial, retries, timeout, backoff_seconds)
-    try:
-        check_md5(url, expected_md5, md5)
-    except ChecksumError:
-        partial.unlink()
-        raise
+    for attempt in range(1, VERIFICATION_ATTEMPTS + 1):
+        md5 = _fetch_with_retries(url, partial, retries, timeout, backoff_seconds)
+        try:
+            verify(partial, url, expected_md5, md5)
+            break
+        except StageError as error:
+            if attempt == VERIFICATION_ATTEMPTS:
+                partial.unlink()
+                raise
+            logger.warning("%s; asking for the rest, or all of it again", error)
     partial.replace(destination)
     return md5
 
@@ -226,9 +275,15 @@ def main() -> None:
     arguments = parser.parse_args()
     params = load_params().data
 
+    local_copy = os.environ.get(LOCAL_COPY_VARIABLE)
     if params.archive is not None:
         source = params.archive
         md5 = use_local_archive(Path(params.archive), arguments.output, params.md5)
+    elif local_copy:
+        source = local_copy
+        md5 = use_local_archive(
+            Path(local_copy), arguments.output, params.md5, setting=LOCAL_COPY_VARIABLE
+        )
     else:
         source = params.url
         md5 = download_with_resume(
@@ -241,7 +296,7 @@ def main() -> None:
     check = (
         "matches data.md5"
         if params.md5 is not None
-        else "not checked: data.md5 is null; set it to this value to check it"
+        else "data.md5 is null, so the archive's own checks passed; set it to this value"
     )
     print(f"wrote {arguments.output} from {source}: md5 {md5} ({check})")
 

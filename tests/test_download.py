@@ -7,11 +7,10 @@ no Range support) and reads back the Range header of every request it got.
 from __future__ import annotations
 
 import hashlib
-import os
-import random
+import logging
 import socket
-import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,15 +18,30 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-import yaml
+from conftest import run_stage, write_params
 
 from stages import download
+from stages.cifar import ArchiveError
 from stages.cli import StageError
-from stages.download import download_with_resume, partial_path, use_local_archive
+from stages.download import (
+    LOCAL_COPY_VARIABLE,
+    download_with_resume,
+    partial_path,
+    use_local_archive,
+)
 from stages.params import ParamsError
+from tools.synthetic_archive import make_synthetic_archive
 
-REPOSITORY = Path(__file__).resolve().parent.parent
-PAYLOAD = random.Random(0).randbytes(64 * 1024)
+
+def small_archive() -> bytes:
+    """The bytes of a small archive in the official format (60 images)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "small.tar.gz"
+        make_synthetic_archive(path, images_per_batch=10, seed=3)
+        return path.read_bytes()
+
+
+PAYLOAD = small_archive()
 PAYLOAD_MD5 = hashlib.md5(PAYLOAD, usedforsecurity=False).hexdigest()
 HALF = len(PAYLOAD) // 2
 WRONG_MD5 = "0" * 32
@@ -68,11 +82,21 @@ class PayloadHandler(BaseHTTPRequestHandler):
             # Promise the whole payload, send half, then hang up.
             self._send_headers(200, len(PAYLOAD))
             self.wfile.write(PAYLOAD[:HALF])
+        elif state.behaviour == "short_without_length" and first:
+            # No Content-Length: the body ends when the connection closes, here halfway.
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(PAYLOAD[:HALF])
         elif requested is not None and state.behaviour == "wrong_range":
             # Partial content, but not the part asked for.
             content_range = f"bytes 0-{len(PAYLOAD) - 1}/{len(PAYLOAD)}"
             self._send_headers(206, len(PAYLOAD), {"Content-Range": content_range})
             self.wfile.write(PAYLOAD)
+        elif state.behaviour == "corrupt":
+            flipped = bytearray(PAYLOAD)
+            flipped[HALF] ^= 1
+            self._send_headers(200, len(PAYLOAD))
+            self.wfile.write(bytes(flipped))
         elif requested is None or state.behaviour == "no_range":
             self._send_headers(200, len(PAYLOAD))
             self.wfile.write(PAYLOAD)
@@ -132,10 +156,34 @@ def test_download_writes_the_payload_and_no_partial(server: ServerState, tmp_pat
     assert server.ranges == [None]
 
 
-def test_md5_mismatch_keeps_nothing(server: ServerState, tmp_path: Path) -> None:
+def test_md5_mismatch_is_fetched_again_once_then_keeps_nothing(
+    server: ServerState, tmp_path: Path
+) -> None:
     output = tmp_path / "archive.tar.gz"
     with pytest.raises(StageError, match=f"expected {WRONG_MD5} .*got {PAYLOAD_MD5}"):
         fetch(server, output, md5=WRONG_MD5)
+    # Asked for more (nothing more: 416), then for all of it again.
+    assert server.ranges == [None, f"bytes={len(PAYLOAD)}-", None]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("md5", [PAYLOAD_MD5, None])
+def test_body_cut_short_without_a_length_is_resumed(
+    server: ServerState, tmp_path: Path, md5: str | None
+) -> None:
+    # The cut is invisible to HTTP; the md5, or without one the gzip trailer, reveals it.
+    server.behaviour = "short_without_length"
+    output = tmp_path / "archive.tar.gz"
+    assert fetch(server, output, md5=md5) == PAYLOAD_MD5
+    assert output.read_bytes() == PAYLOAD
+    assert server.ranges == [None, f"bytes={HALF}-"]
+
+
+def test_a_corrupt_download_without_md5_is_refused(server: ServerState, tmp_path: Path) -> None:
+    server.behaviour = "corrupt"
+    output = tmp_path / "archive.tar.gz"
+    with pytest.raises(ArchiveError, match=r"cifar\.tar\.gz: corrupt or truncated gzip data"):
+        fetch(server, output, md5=None)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -227,7 +275,22 @@ def test_partial_is_not_resumed_across_runs_without_an_md5(
     assert server.ranges == [None]
 
 
-def test_unreachable_server_points_to_data_archive(tmp_path: Path) -> None:
+def test_an_unresolvable_host_fails_at_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # .invalid never resolves (RFC 6761): no network, no point in waiting and retrying.
+    with pytest.raises(StageError) as caught:
+        download_with_resume(
+            "http://cifar.invalid/x.tar.gz", tmp_path / "x", None, retries=5, timeout=5
+        )
+    assert str(caught.value).startswith(
+        "http://cifar.invalid/x.tar.gz: cannot resolve cifar.invalid"
+    )
+    assert f"{LOCAL_COPY_VARIABLE}=/path/to/cifar-10-python.tar.gz dvc repro" in str(caught.value)
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
+
+
+def test_unreachable_server_points_to_a_local_copy(tmp_path: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
@@ -244,8 +307,7 @@ def test_unreachable_server_points_to_data_archive(tmp_path: Path) -> None:
     message = str(caught.value)
     assert "after 3 attempt(s)" in message
     assert "Connection refused" in message
-    assert "data.archive" in message
-    assert "dvc exp run -S data.archive=/path/to/cifar-10-python.tar.gz" in message
+    assert f"{LOCAL_COPY_VARIABLE}=/path/to/cifar-10-python.tar.gz dvc repro" in message
     assert "\n" not in message
     assert list(tmp_path.iterdir()) == []
 
@@ -292,18 +354,25 @@ def test_local_archive_with_a_wrong_md5_keeps_nothing(archive: Path, tmp_path: P
     assert list(output.parent.iterdir()) == []
 
 
-def test_missing_local_archive_is_named(tmp_path: Path) -> None:
+def test_missing_local_archive_or_a_folder_is_named(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere.tar.gz"
     with pytest.raises(StageError, match=f"data.archive = '{missing}': no such file"):
         use_local_archive(missing, tmp_path / "archive.tar.gz", PAYLOAD_MD5)
+    with pytest.raises(StageError, match=f"data.archive = '{tmp_path}': a folder, not an archive"):
+        use_local_archive(tmp_path, tmp_path / "archive.tar.gz", PAYLOAD_MD5)
     assert list(tmp_path.iterdir()) == []
 
 
-def write_params(folder: Path, **data: object) -> None:
-    """Write the committed params.yaml into ``folder`` with some data keys changed."""
-    params = yaml.safe_load((REPOSITORY / "params.yaml").read_text())
-    params["data"].update(data)
-    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+def test_a_corrupt_local_archive_without_md5_is_named_by_its_own_path(
+    archive: Path, tmp_path: Path
+) -> None:
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    archive.write_bytes(bytes(data))
+    output = tmp_path / "raw" / "archive.tar.gz"
+    with pytest.raises(ArchiveError, match=f"^{archive}: corrupt or truncated gzip data"):
+        use_local_archive(archive, output, None)
+    assert list(output.parent.iterdir()) == []
 
 
 @pytest.fixture
@@ -318,7 +387,11 @@ def run_main(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_main_with_bad_params_stops_before_any_request(
     server: ServerState, tmp_path: Path, run_main: Path
 ) -> None:
-    write_params(tmp_path, url=server.url, retries=-1)
+    (tmp_path / "params.yaml").write_text(
+        (write_params(tmp_path / "valid", {"data": {"url": server.url}}) / "params.yaml")
+        .read_text()
+        .replace("retries: 5", "retries: -1")
+    )
     with pytest.raises(ParamsError, match=r"data\.retries = -1"):
         download.main()
     assert server.ranges == []
@@ -328,7 +401,7 @@ def test_main_with_bad_params_stops_before_any_request(
 def test_main_downloads_data_url(
     server: ServerState, tmp_path: Path, run_main: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    write_params(tmp_path, url=server.url, md5=PAYLOAD_MD5)
+    write_params(tmp_path, {"data": {"url": server.url, "md5": PAYLOAD_MD5}})
     download.main()
     assert run_main.read_bytes() == PAYLOAD
     assert f"md5 {PAYLOAD_MD5} (matches data.md5)" in capsys.readouterr().out
@@ -337,26 +410,38 @@ def test_main_downloads_data_url(
 def test_main_prints_the_md5_of_an_unchecked_local_archive(
     archive: Path, tmp_path: Path, run_main: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    write_params(tmp_path, archive=str(archive), md5=None)
+    write_params(tmp_path, {"data": {"archive": str(archive), "md5": None}})
     download.main()
     assert run_main.read_bytes() == PAYLOAD
-    assert f"md5 {PAYLOAD_MD5} (not checked: data.md5 is null" in capsys.readouterr().out
+    assert f"md5 {PAYLOAD_MD5} (data.md5 is null, so the archive's own checks passed" in (
+        capsys.readouterr().out
+    )
+
+
+def test_main_uses_a_local_copy_of_the_archive_params_describe(
+    archive: Path, tmp_path: Path, run_main: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_params(tmp_path, {"data": {"url": "http://cifar.invalid/x", "md5": PAYLOAD_MD5}})
+    params = (tmp_path / "params.yaml").read_bytes()
+    monkeypatch.setenv(LOCAL_COPY_VARIABLE, str(archive))
+    download.main()
+    assert run_main.read_bytes() == PAYLOAD
+    assert (tmp_path / "params.yaml").read_bytes() == params
+
+
+def test_a_local_copy_of_another_archive_is_refused(
+    archive: Path, tmp_path: Path, run_main: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_params(tmp_path, {"data": {"md5": WRONG_MD5}})
+    monkeypatch.setenv(LOCAL_COPY_VARIABLE, str(archive))
+    with pytest.raises(StageError, match=f"^{archive}: md5 mismatch: expected {WRONG_MD5}"):
+        download.main()
+    assert not run_main.exists()
 
 
 def test_command_line_error_is_one_line(tmp_path: Path) -> None:
-    write_params(tmp_path, archive="missing.tar.gz")
-    environment = {**os.environ, "PYTHONPATH": str(REPOSITORY)}
-    result = subprocess.run(
-        [sys.executable, "-m", "stages.download", "--output", "raw/archive.tar.gz"],
-        cwd=tmp_path,
-        env=environment,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    write_params(tmp_path, {"data": {"archive": "missing.tar.gz"}})
+    result = run_stage("download", ["--output", "raw/archive.tar.gz"], tmp_path, check=False)
     assert result.returncode == 1
-    assert (
-        result.stderr
-        == "error: data.archive = 'missing.tar.gz': no such file (check params.yaml)\n"
-    )
+    assert result.stderr == "error: data.archive = 'missing.tar.gz': no such file\n"
     assert not (tmp_path / "raw").exists()

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -142,6 +146,39 @@ def test_exp_run_with_set_param_reaches_exp_show(reproduced: Path) -> None:
     metrics = experiment["metrics"]["reports/metrics.json"]["data"]
     assert metrics["validation"]["epoch"] == 1
     assert metrics == json.loads((reproduced / "reports" / "metrics.json").read_text())
+
+
+def test_a_run_killed_in_training_completes_as_if_never_killed(
+    reproduced: Path, tmp_path: Path
+) -> None:
+    reference = tmp_path / "reference"
+    shutil.copytree(reproduced, reference, symlinks=True)
+    for project in (reproduced, reference):
+        update_params(project, {"train": {"epochs": 4}})
+    run(["dvc", "repro"], reference)
+
+    dvc = subprocess.Popen(
+        ["dvc", "repro"],
+        cwd=reproduced,
+        env={**os.environ, "PYTHONUNBUFFERED": "1",
+             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    assert dvc.stdout is not None
+    for line in dvc.stdout:
+        if line.startswith("Epoch 2/"):
+            os.killpg(dvc.pid, signal.SIGKILL)  # dvc and the train stage under it
+            break
+    dvc.communicate(timeout=60)
+    assert dvc.returncode == -signal.SIGKILL
+
+    result = run(["dvc", "repro"], reproduced)
+    assert stages_run(result.stdout) == {"train", "evaluate", "plots"}
+    assert (reproduced / "dvc.lock").read_bytes() == (reference / "dvc.lock").read_bytes()
+    assert list(reproduced.rglob(".*.tmp-*")) == []
 
 
 def test_push_wipe_pull_restores_outputs(reproduced: Path) -> None:

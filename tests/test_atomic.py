@@ -1,0 +1,100 @@
+"""Atomic outputs: all of a stage's outputs change together, or none does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stages.atomic import atomic_outputs, remove_leftovers, write_json
+
+
+def write_both(first: Path, second: Path, text: str) -> None:
+    with atomic_outputs(first, second) as (first_temporary, second_temporary):
+        first_temporary.write_text(text)
+        second_temporary.mkdir()
+        (second_temporary / "inside.txt").write_text(text)
+
+
+def test_outputs_appear_together_and_replace_the_old_ones(tmp_path: Path) -> None:
+    first, second = tmp_path / "reports" / "metrics.json", tmp_path / "figures"
+    write_both(first, second, "old")
+    write_both(first, second, "new")
+    assert first.read_text() == "new"
+    assert (second / "inside.txt").read_text() == "new"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["figures", "reports"]
+
+
+def write_then_fail(first: Path, second: Path) -> None:
+    with atomic_outputs(first, second) as (first_temporary, _):
+        first_temporary.write_text("new")
+        raise RuntimeError("disk full")
+
+
+def test_an_error_while_writing_changes_nothing(tmp_path: Path) -> None:
+    first, second = tmp_path / "metrics.json", tmp_path / "figures"
+    write_both(first, second, "old")
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_then_fail(first, second)
+    assert first.read_text() == "old"
+    assert (second / "inside.txt").read_text() == "old"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["figures", "metrics.json"]
+
+
+def test_a_failed_rename_puts_every_old_output_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = tmp_path / "metrics.json", tmp_path / "figures"
+    write_both(first, second, "old")
+    original_rename = Path.rename
+
+    def failing_rename(self: Path, target: Path) -> Path:
+        # The second output's new version cannot be moved in (after the first's was).
+        if self.name.startswith(".figures.tmp-"):
+            raise OSError(28, "No space left on device", str(target))
+        return original_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", failing_rename)
+    with pytest.raises(OSError, match="No space left"):
+        write_both(first, second, "new")
+    monkeypatch.undo()
+    assert first.read_text() == "old"
+    assert (second / "inside.txt").read_text() == "old"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["figures", "metrics.json"]
+
+
+def test_an_output_left_unwritten_is_an_error(tmp_path: Path) -> None:
+    with (
+        pytest.raises(RuntimeError, match=r"outputs were not written: .*second"),
+        atomic_outputs(tmp_path / "first", tmp_path / "second") as (first, _),
+    ):
+        first.write_text("only one")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_leftovers_of_a_killed_run_are_removed_when_the_stage_runs_again(tmp_path: Path) -> None:
+    target = tmp_path / "prepared"
+    stale_folder = tmp_path / ".prepared.tmp-0a1b2c3d"
+    stale_folder.mkdir()
+    (stale_folder / "train_images.npy").write_bytes(b"half")
+    stale_previous = tmp_path / ".prepared.old-9f8e7d6c"
+    stale_previous.write_text("an old version moved aside")
+    unrelated = tmp_path / ".prepared-notes"
+    unrelated.write_text("not ours")
+    assert sorted(path.name for path in remove_leftovers(target)) == sorted(
+        [stale_folder.name, stale_previous.name]
+    )
+    assert [path.name for path in tmp_path.iterdir()] == [unrelated.name]
+
+
+def test_write_json_is_indented_with_a_final_newline(tmp_path: Path) -> None:
+    write_json(tmp_path / "out.json", {"a": [1, 2]})
+    assert (tmp_path / "out.json").read_text() == '{\n  "a": [\n    1,\n    2\n  ]\n}\n'
+
+
+def test_an_output_named_twice_is_refused(tmp_path: Path) -> None:
+    with (
+        pytest.raises(ValueError, match="each output must be named once"),
+        atomic_outputs(tmp_path / "same", tmp_path / "same"),
+    ):
+        pass

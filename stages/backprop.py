@@ -340,8 +340,8 @@ def failures(verification: Verification, params: BackpropParams) -> list[str]:
     return messages
 
 
-def metrics(verification: Verification, params: BackpropParams) -> dict[str, object]:
-    """Build the metrics file's content (shown by ``dvc metrics show``)."""
+def report(verification: Verification, params: BackpropParams) -> dict[str, object]:
+    """Build the report: the loss, each comparison's errors and tolerance, the descent."""
     report: dict[str, object] = {"loss": verification.loss}
     for name, tolerance in tolerances(params).items():
         comparison = verification.comparisons[name]
@@ -393,9 +393,9 @@ def summary(verification: Verification, params: BackpropParams) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Verify the backward pass; write the metrics and loss plot only if every check passes."""
+    """Verify the backward pass; write the report and loss plot only if every check passes."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--metrics", type=Path, required=True, help="backprop.json metrics file")
+    parser.add_argument("--report", type=Path, required=True, help="backprop.json report")
     parser.add_argument("--loss-plot", type=Path, required=True, help="descent loss.tsv plot")
     arguments = parser.parse_args(argv)
     params = load_params().backprop
@@ -404,8 +404,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     problems = failures(verification, params)
     if problems:
         raise StageError("; ".join(problems))
-    with atomic_outputs(arguments.metrics, arguments.loss_plot) as (metrics_file, loss_file):
-        metrics_file.write_text(json_text(metrics(verification, params)))
+    with atomic_outputs(arguments.report, arguments.loss_plot) as (report_file, loss_file):
+        report_file.write_text(json_text(report(verification, params)))
         loss_file.write_text(loss_table(verification.descent_losses))
     print(summary(verification, params))
 

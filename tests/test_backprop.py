@@ -247,10 +247,10 @@ def set_backprop_params(workdir: Path, **changes: object) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-OUTPUTS = ["--metrics", "reports/backprop.json", "--loss-plot", "reports/backprop/loss.tsv"]
+OUTPUTS = ["--report", "reports/backprop.json", "--loss-plot", "reports/backprop/loss.tsv"]
 
 
-def test_main_writes_metrics_and_loss_plot(workdir: Path, capsys: pytest.CaptureFixture) -> None:
+def test_main_writes_report_and_loss_plot(workdir: Path, capsys: pytest.CaptureFixture) -> None:
     main(OUTPUTS)
     report = json.loads((workdir / "reports" / "backprop.json").read_text())
     assert report["loss"] == pytest.approx(PRINTED_L, rel=FULL_PRECISION)

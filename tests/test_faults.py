@@ -67,7 +67,7 @@ def test_leftovers_of_a_killed_run_go_when_the_stage_runs_again(project: Path) -
 
 def test_an_output_folder_that_cannot_be_made_is_one_line(project: Path) -> None:
     (project / "reports").write_text("a file where the reports folder should be")
-    result = run_stage("backprop", ["--metrics", "reports/backprop.json",
+    result = run_stage("backprop", ["--report", "reports/backprop.json",
                                     "--loss-plot", "reports/backprop/loss.tsv"],
                        project, check=False)  # fmt: skip
     assert result.returncode == 1

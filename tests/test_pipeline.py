@@ -66,10 +66,13 @@ def test_repro_builds_everything_then_does_nothing(reproduced: Path) -> None:
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout)
     workspace = shown[""]["data"] if "" in shown else shown["workspace"]["data"]
     metrics = json.loads((project / "reports" / "metrics.json").read_text())
+    # The metrics are the few scalars to compare experiments by, and nothing else.
+    assert set(workspace) == {"reports/metrics.json"}
     assert workspace["reports/metrics.json"]["data"] == metrics
+    assert set(metrics) == {"test", "validation"}
     # The synthetic classes are learnable: far above chance (0.1) after three epochs.
     assert metrics["validation"]["accuracy"] > 0.5
-    backprop = workspace["reports/backprop.json"]["data"]
+    backprop = json.loads((project / "reports" / "backprop.json").read_text())
     assert backprop["loss"] == 0.1332476222330792
 
     run(["dvc", "plots", "show", "--out", "plots-html"], project)
@@ -179,6 +182,20 @@ def test_a_run_killed_in_training_completes_as_if_never_killed(
     assert stages_run(result.stdout) == {"train", "evaluate", "plots"}
     assert (reproduced / "dvc.lock").read_bytes() == (reference / "dvc.lock").read_bytes()
     assert list(reproduced.rglob(".*.tmp-*")) == []
+
+
+def test_a_queued_experiment_after_a_committed_baseline_reruns_only_what_it_changes(
+    reproduced: Path,
+) -> None:
+    commit(reproduced, "baseline: dvc.lock and the small reports")
+    run(["dvc", "exp", "run", "--queue", "--name", "one-epoch", "-S", "train.epochs=1"], reproduced)
+    run(["dvc", "exp", "run", "--run-all", "-j", "1"], reproduced)
+    log = run(["dvc", "queue", "logs", "one-epoch"], reproduced).stdout
+    # The archive, the prepared data and the backprop check come from the cache.
+    assert stages_run(log) == {"params", "train", "evaluate", "plots"}
+    (experiment,) = experiments(reproduced)
+    assert experiment["params"]["params.yaml"]["data"]["train"]["epochs"] == 1
+    assert experiment["metrics"]["reports/metrics.json"]["data"]["validation"]["epoch"] == 1
 
 
 def test_push_wipe_pull_restores_outputs(reproduced: Path) -> None:

@@ -10,7 +10,6 @@ comparison must stay within its tolerance in params.yaml, or the stage writes no
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from stages.atomic import atomic_outputs, json_text
-from stages.cli import StageError, run_stage
+from stages.cli import StageError, quiet_native_start_up, run_stage
 from stages.params import BackpropParams, load_params
 
 NAMES = ("W1", "b1", "W2", "b2")
@@ -203,20 +202,21 @@ def autodiff_gradients(
     TensorFlow is imported here only, so the rest of this module needs numpy alone.
     """
     _check_data(X, Y_true, weights)
-    # Quieter TensorFlow start-up; must be set before the import.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf  # noqa: PLC0415 (lazy: heavy, and only this check needs it)
+    # TensorFlow prints start-up banners (oneDNN, CUDA probing) even on a CPU machine.
+    with quiet_native_start_up():
+        import tensorflow as tf  # noqa: PLC0415 (lazy: heavy, and only this check needs it)
 
-    variables = {
-        name: tf.Variable(value, dtype=tf.float64) for name, value in weights.as_arrays().items()
-    }
-    X_t = tf.constant(X, dtype=tf.float64)
-    Y_t = tf.constant(Y_true, dtype=tf.float64)
-    with tf.GradientTape() as tape:
-        H = tf.sigmoid(tf.matmul(X_t, variables["W1"], transpose_b=True) + variables["b1"])
-        Y = tf.sigmoid(tf.linalg.matvec(H, variables["W2"]) + variables["b2"])
-        L = tf.reduce_sum(tf.square(Y - Y_t)) / (2 * len(X))
-    gradients = tape.gradient(L, variables)
+        variables = {
+            name: tf.Variable(value, dtype=tf.float64)
+            for name, value in weights.as_arrays().items()
+        }
+        X_t = tf.constant(X, dtype=tf.float64)
+        Y_t = tf.constant(Y_true, dtype=tf.float64)
+        with tf.GradientTape() as tape:
+            H = tf.sigmoid(tf.matmul(X_t, variables["W1"], transpose_b=True) + variables["b1"])
+            Y = tf.sigmoid(tf.linalg.matvec(H, variables["W2"]) + variables["b2"])
+            L = tf.reduce_sum(tf.square(Y - Y_t)) / (2 * len(X))
+        gradients = tape.gradient(L, variables)
     return (
         Parameters.from_arrays({name: gradient.numpy() for name, gradient in gradients.items()}),
         float(L.numpy()),

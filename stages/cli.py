@@ -8,12 +8,14 @@ so a missing or damaged one says which stage to run again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
+import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -51,11 +53,46 @@ def load_array(path: Path, stage: str) -> np.ndarray:
         raise upstream_error(path, stage, f"unreadable or truncated ({error})") from None
 
 
+# What native libraries print at start-up that a user has no use for: TensorFlow's and
+# XLA's banners, printed before their logging can be configured.
+START_UP_NOISE = (
+    "All log messages before absl::InitializeLog() is called",
+    "oneDNN custom operations are on",
+    "Could not find cuda drivers on your machine",
+    "failed call to cuInit",
+    "Unable to register cu",
+    "This TensorFlow binary is optimized to use available CPU instructions",
+    "To enable the following instructions",
+)
+
+
 def quiet_logs() -> None:
     """Keep only what a user needs from the libraries' start-up chatter."""
-    # TensorFlow's C++ banners (oneDNN, CUDA probing on a CPU machine): errors only.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO and WARNING
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+
+@contextlib.contextmanager
+def quiet_native_start_up() -> Iterator[None]:
+    """Hold back what native code writes to stderr in the block; pass on all but START_UP_NOISE.
+
+    Those banners go straight to file descriptor 2, around Python's sys.stderr and
+    before any log level applies, so the descriptor itself is redirected meanwhile.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            for line in held.read().decode(errors="replace").splitlines():
+                if not any(noise in line for noise in START_UP_NOISE):
+                    print(line, file=sys.stderr)
 
 
 def run_stage(main: Callable[[], None]) -> None:
@@ -63,7 +100,10 @@ def run_stage(main: Callable[[], None]) -> None:
 
     Ctrl-C ends with status 130; the atomic writers have removed what was half-written.
     """
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    # Libraries' own INFO chatter (JAX probing for TPUs, say) stays out; the stages' in.
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    logging.getLogger("stages").setLevel(logging.INFO)
+    quiet_logs()
     try:
         main()
     except StageError as error:

@@ -249,6 +249,18 @@ def render_figures(
     }
 
 
+def run_summary(metrics: dict, figures: Path, count: int) -> str:
+    """Write the lines that end a run (this is the last stage): what it got, where to look."""
+    validation, test = metrics["validation"], metrics["test"]
+    return (
+        f"wrote {count} figures to {figures}\n"
+        f"kept model (epoch {validation['epoch']}): validation accuracy "
+        f"{validation['accuracy']:.4f}, test accuracy {test['accuracy']:.4f}\n"
+        "see them all: dvc plots show (then open dvc_plots/index.html); "
+        "compare runs: dvc exp show --only-changed"
+    )
+
+
 def main() -> None:
     """Render every figure into the output folder."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -256,11 +268,13 @@ def main() -> None:
     parser.add_argument("--summary", type=Path, required=True, help="train summary JSON")
     parser.add_argument("--history", type=Path, required=True, help="train history JSON")
     parser.add_argument("--predictions", type=Path, required=True, help="predictions CSV")
+    parser.add_argument("--metrics", type=Path, required=True, help="evaluate's metrics JSON")
     parser.add_argument("--output", type=Path, required=True, help="figures folder")
     arguments = parser.parse_args()
     params = load_params().plots
 
     best_epoch = read_json(arguments.summary, "train")["best_epoch"]
+    metrics = read_json(arguments.metrics, "evaluate")
     history = read_json(arguments.history, "train")
     try:
         predictions = pd.read_csv(arguments.predictions).set_index("index")
@@ -283,7 +297,7 @@ def main() -> None:
             # No date in the PNG metadata: the same inputs give the same bytes.
             figure.savefig(folder / name, dpi=params.dpi, metadata={"Software": None})
             plt.close(figure)
-    print(f"wrote {len(figures)} figures to {arguments.output}")
+    print(run_summary(metrics, arguments.output, len(figures)))
 
 
 if __name__ == "__main__":

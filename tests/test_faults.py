@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import QUICK_TRAIN, TRAIN_OUTPUTS, link_prepared, run_stage, train_arguments
 
+from stages.cli import quiet_native_start_up
+
 
 @pytest.fixture
 def project(tmp_path: Path, prepared: Path) -> Path:
@@ -101,3 +103,12 @@ def test_bad_process_settings_are_one_line(project: Path) -> None:
     )
     for output in TRAIN_OUTPUTS:
         assert not (project / output).exists(), output
+
+
+def test_native_start_up_banners_are_held_back_and_the_rest_passed_on(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    with quiet_native_start_up():
+        os.write(2, b"I0000 port.cc:153] oneDNN custom operations are on. You may see\n")
+        os.write(2, b"E0000 a real problem\n")
+    assert capfd.readouterr().err == "E0000 a real problem\n"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,6 +16,7 @@ from stages.plots import (
     labelled_images,
     mosaic,
     render_figures,
+    run_summary,
     samples_by_class,
 )
 
@@ -113,3 +116,16 @@ def test_every_figure_renders(split: Split, predictions: pd.DataFrame) -> None:
     assert [tick for tick in loss_axis.get_xticks() if low <= tick <= high] == [1, 2]
     for figure in figures.values():
         plt.close(figure)
+
+
+def test_the_run_ends_with_the_kept_models_figures_and_where_to_look() -> None:
+    metrics = {"test": {"accuracy": 0.5812}, "validation": {"accuracy": 0.5901, "epoch": 27}}
+    lines = run_summary(metrics, Path("reports/figures"), 7).splitlines()
+    assert lines == [
+        "wrote 7 figures to reports/figures",
+        "kept model (epoch 27): validation accuracy 0.5901, test accuracy 0.5812",
+        (
+            "see them all: dvc plots show (then open dvc_plots/index.html); "
+            "compare runs: dvc exp show --only-changed"
+        ),
+    ]

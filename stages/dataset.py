@@ -25,9 +25,9 @@ from stages.cli import load_array, upstream_error
 SplitName = Literal["train", "validation", "test"]
 SPLIT_NAMES: tuple[SplitName, ...] = ("train", "validation", "test")
 STAGE = "prepare"
-_CLASSES_FILE = "classes.json"
+CLASSES_FILE = "classes.json"
 _STANDARDIZATION_FILE = "standardization.npz"
-_WHITENING_FILE = "whitening.npz"
+WHITENING_FILE = "whitening.npz"
 # Whitened values map to codes 0-255 over +-4 standard deviations: about 0.15 % of the
 # values of real images fall outside and are clipped; the rounding error is 1/64 std.
 CODE_RANGE_STDS = 4.0
@@ -143,25 +143,45 @@ def save_prepared(
         directory / _STANDARDIZATION_FILE, mean=standardization.mean, scale=standardization.scale
     )
     if whitening is not None:
-        np.savez(
-            directory / _WHITENING_FILE,
-            mean=whitening.mean,
-            components=whitening.components,
-            gains=whitening.gains,
-            epsilon=whitening.epsilon,
-            std=whitening.std,
+        write_whitening(directory / WHITENING_FILE, whitening)
+    write_class_names(directory, class_names)
+
+
+def write_whitening(path: Path, whitening: Whitening) -> None:
+    """Save the whitening as plain arrays (an .npz, read back without pickle)."""
+    np.savez(
+        path,
+        mean=whitening.mean,
+        components=whitening.components,
+        gains=whitening.gains,
+        epsilon=whitening.epsilon,
+        std=whitening.std,
+    )
+
+
+def read_whitening(path: Path, stage: str = STAGE) -> Whitening:
+    """Load a whitening saved by :func:`write_whitening`; errors name ``stage`` to rerun."""
+    arrays = _load_npz(path, stage)
+    try:
+        return Whitening(
+            arrays["mean"],
+            arrays["components"],
+            arrays["gains"],
+            float(arrays["epsilon"]),
+            float(arrays["std"]),
         )
-    (directory / _CLASSES_FILE).write_text(json.dumps(list(class_names)) + "\n")
+    except KeyError as error:
+        raise upstream_error(path, stage, f"not a whitening ({error} missing)") from None
 
 
-def _load_npz(path: Path) -> dict[str, np.ndarray]:
+def _load_npz(path: Path, stage: str = STAGE) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as archive:
             return dict(archive)
     except FileNotFoundError:
-        raise upstream_error(path, STAGE) from None
+        raise upstream_error(path, stage) from None
     except (ValueError, OSError, EOFError) as error:
-        raise upstream_error(path, STAGE, f"unreadable or truncated ({error})") from None
+        raise upstream_error(path, stage, f"unreadable or truncated ({error})") from None
 
 
 def load_split(directory: Path, split: SplitName) -> Split:
@@ -175,7 +195,7 @@ def load_split(directory: Path, split: SplitName) -> Split:
 def load_model_inputs(directory: Path, split: SplitName) -> Split:
     """Load one split as the model sees it: whitened codes if there are any, else images."""
     images_file, labels_file, codes_file = _split_files(directory, split)
-    inputs_file = codes_file if (directory / _WHITENING_FILE).exists() else images_file
+    inputs_file = codes_file if (directory / WHITENING_FILE).exists() else images_file
     return _checked_split(
         inputs_file, load_array(inputs_file, STAGE), load_array(labels_file, STAGE)
     )
@@ -200,29 +220,24 @@ def load_standardization(directory: Path) -> Standardization:
 
 def load_whitening(directory: Path) -> Whitening | None:
     """Load the ZCA whitening, or None when the inputs are the images themselves."""
-    path = directory / _WHITENING_FILE
-    if not path.exists():
-        return None
-    arrays = _load_npz(path)
-    try:
-        return Whitening(
-            arrays["mean"],
-            arrays["components"],
-            arrays["gains"],
-            float(arrays["epsilon"]),
-            float(arrays["std"]),
-        )
-    except KeyError as error:
-        raise upstream_error(path, STAGE, f"not a whitening ({error} missing)") from None
+    path = directory / WHITENING_FILE
+    return read_whitening(path) if path.exists() else None
 
 
-def load_class_names(directory: Path) -> tuple[str, ...]:
-    """Load the class names, index = label."""
-    path = directory / _CLASSES_FILE
+def load_class_names(directory: Path, stage: str = STAGE) -> tuple[str, ...]:
+    """Load the class names, index = label, from a folder that ``stage`` writes."""
+    path = directory / CLASSES_FILE
     try:
         names = json.loads(path.read_text())
     except FileNotFoundError:
-        raise upstream_error(path, STAGE) from None
+        raise upstream_error(path, stage) from None
     except json.JSONDecodeError as error:
-        raise upstream_error(path, STAGE, f"not valid JSON ({error})") from None
+        raise upstream_error(path, stage, f"not valid JSON ({error})") from None
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise upstream_error(path, stage, "not a list of class names")
     return tuple(names)
+
+
+def write_class_names(directory: Path, class_names: tuple[str, ...]) -> None:
+    """Save the class names, index = label, as a JSON list."""
+    (directory / CLASSES_FILE).write_text(json.dumps(list(class_names)) + "\n")

@@ -1,10 +1,11 @@
 """Run a saved model with numpy alone: evaluation and prediction load no deep-learning framework.
 
-A model folder written by stages/model.py holds Keras' own files: the architecture as
-JSON and the weights as ``.weights.h5``. The MLP uses four kinds of layers
-(``InputLayer``, ``Normalization``, ``Dense``, ``Dropout``), whose inference is a few
-numpy lines each; importing Keras (and with it JAX or TensorFlow) would cost 3-5 s per
-process. tests/test_inference.py checks the predictions against Keras' on both backends.
+A model folder written by stages/model.py is self-contained: Keras' own files (the
+architecture as JSON, the weights as ``.weights.h5``), the class names, and with ZCA
+the whitening that turns images into the model's inputs. The MLP uses four kinds of
+layers (``InputLayer``, ``Normalization``, ``Dense``, ``Dropout``), whose inference is a
+few numpy lines each; importing Keras (and with it JAX or TensorFlow) would cost 3-5 s
+per process. tests/test_model.py checks the predictions against Keras' on both backends.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 from scipy import special
 
 from stages.cli import StageError
+from stages.dataset import WHITENING_FILE, Whitening, load_class_names, read_whitening
 
 ARCHITECTURE_FILE = "model.json"
 WEIGHTS_FILE = "model.weights.h5"
@@ -151,3 +153,31 @@ def load_network(directory: Path) -> DenseNetwork:
                 f"of {width} units; the weights and {architecture_file.name} do not match"
             )
     return DenseNetwork(mean, scale, tuple(layers))
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """A model folder put together: images in, class probabilities out."""
+
+    network: DenseNetwork
+    class_names: tuple[str, ...]
+    whitening: Whitening | None  # None: the model reads the images themselves
+
+    def probabilities(self, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """Class probabilities of (N, 3072) uint8 height-width-channel images."""
+        inputs = self.whitening.encode(images) if self.whitening is not None else images
+        return self.network.predict(inputs, batch_size)
+
+
+def load_classifier(directory: Path) -> Classifier:
+    """Load a self-contained model folder; its parts must fit together."""
+    network = load_network(directory)
+    class_names = load_class_names(directory, STAGE)
+    if len(class_names) != network.layers[-1].bias.size:
+        raise StageError(
+            f"{directory}: {len(class_names)} class names for a model of "
+            f"{network.layers[-1].bias.size} outputs"
+        )
+    whitening_file = directory / WHITENING_FILE
+    whitening = read_whitening(whitening_file, STAGE) if whitening_file.exists() else None
+    return Classifier(network, class_names, whitening)

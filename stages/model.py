@@ -2,7 +2,8 @@
 
 The model starts with a ``Normalization`` layer holding the prepare stage's
 standardization as constants (no parameters), so it takes the uint8 inputs of the
-prepared data directly and the saved folder is all a prediction needs. Training runs
+prepared data directly; its saved folder adds the class names and, with ZCA, the
+whitening, so it is all a prediction needs (stages/inference.py). Training runs
 on Keras' JAX backend: on this project's CPU it trains the MLP 2-3x faster per epoch
 than the TensorFlow backend (README, "Results"), and starts in half the time.
 """
@@ -19,7 +20,13 @@ import keras
 from keras import layers
 
 from stages.cifar import FEATURES
-from stages.dataset import Standardization
+from stages.dataset import (
+    WHITENING_FILE,
+    Standardization,
+    Whitening,
+    write_class_names,
+    write_whitening,
+)
 from stages.inference import ARCHITECTURE_FILE, WEIGHTS_FILE
 
 
@@ -88,11 +95,23 @@ def layer_summary(model: keras.Model) -> dict[str, object]:
     }
 
 
-def save_model(model: keras.Model, directory: Path) -> None:
-    """Save architecture (JSON) and weights (.weights.h5) into a new folder; bytes reproducible."""
+def save_model(
+    model: keras.Model,
+    directory: Path,
+    class_names: tuple[str, ...],
+    whitening: Whitening | None = None,
+) -> None:
+    """Save a self-contained model folder; the same model gives the same bytes.
+
+    Architecture (JSON) and weights (.weights.h5) as Keras writes them, the class
+    names, and the whitening that makes the model's inputs from images, if any.
+    """
     directory.mkdir()
     (directory / ARCHITECTURE_FILE).write_text(model.to_json(indent=2) + "\n")
     model.save_weights(directory / WEIGHTS_FILE)
+    write_class_names(directory, class_names)
+    if whitening is not None:
+        write_whitening(directory / WHITENING_FILE, whitening)
 
 
 def load_model(directory: Path) -> keras.Model:

@@ -28,6 +28,7 @@ from stages.dataset import (
     load_class_names,
     load_model_inputs,
     load_standardization,
+    load_whitening,
 )
 from stages.model import build_model, keep_tensorflow_unloaded, layer_summary, save_model
 from stages.params import TrainParams, load_params
@@ -221,7 +222,7 @@ def main() -> None:
             "best_epoch": result.best_epoch,
             "epochs_run": len(result.history["loss"]),
         }
-        save_model(result.model, model_folder)
+        save_model(result.model, model_folder, class_names, load_whitening(arguments.prepared))
         summary_file.write_text(json_text(summary))
         history_file.write_text(json_text(result.history))
     epochs = summary["epochs_run"]

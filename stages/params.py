@@ -54,7 +54,7 @@ class PrepareParams(Section):
     """How the dev set is split and how images become the model's inputs."""
 
     val_fraction: float = Field(gt=0, le=0.5, description="share of dev for validation")
-    seed: Seed
+    seed: Seed = Field(description="seed of the stratified split")
     scaling: Literal["unit", "per_channel", "per_pixel", "zca"] = Field(
         description="x / 255, z-score per channel or per pixel, or ZCA whitening"
     )
@@ -66,37 +66,53 @@ class PrepareParams(Section):
 class BackpropParams(Section):
     """Shapes, tolerances and descent settings of the numpy backprop check."""
 
-    seed: Seed
-    n_samples: int = Field(ge=1, le=100_000)
-    n_inputs: int = Field(ge=1, le=100)
-    n_hidden: int = Field(ge=1, le=100)
-    finite_difference_step: float = Field(gt=0, le=1e-2)
-    tolerance_reference: float = Field(gt=0, le=1)
-    tolerance_finite_difference: float = Field(gt=0, le=1)
-    tolerance_autodiff: float = Field(gt=0, le=1)
-    descent_steps: int = Field(ge=1, le=100_000)
-    descent_learning_rate: float = Field(gt=0, le=100)
+    seed: Seed = Field(description="seed of the weights and data (the assignment's: 0)")
+    n_samples: int = Field(ge=1, le=100_000, description="rows of X")
+    n_inputs: int = Field(ge=1, le=100, description="columns of X")
+    n_hidden: int = Field(ge=1, le=100, description="hidden units")
+    finite_difference_step: float = Field(gt=0, le=1e-2, description="h of (L(w+h) - L(w-h)) / 2h")
+    tolerance_reference: float = Field(
+        gt=0, le=1, description="largest error against the assignment's printed values"
+    )
+    tolerance_finite_difference: float = Field(
+        gt=0, le=1, description="largest error against finite differences"
+    )
+    tolerance_autodiff: float = Field(
+        gt=0, le=1, description="largest error against TensorFlow's autodiff"
+    )
+    descent_steps: int = Field(ge=1, le=100_000, description="steps of plain gradient descent")
+    descent_learning_rate: float = Field(gt=0, le=100, description="its learning rate")
 
 
 class TrainParams(Section):
     """The Keras MLP, its optimizer, the training tricks and how training is spread."""
 
-    seed: Seed
-    hidden_units: list[Annotated[int, Field(ge=1, le=8192)]] = Field(min_length=1, max_length=8)
-    activation: Literal["relu", "sigmoid", "tanh", "gelu"]
-    learning_rate: float = Field(gt=0, le=1)
-    epochs: int = Field(ge=1, le=1000)
+    seed: Seed = Field(description="seed of the weights, the shuffling and the augmentation")
+    hidden_units: list[Annotated[int, Field(ge=1, le=8192)]] = Field(
+        min_length=1, max_length=8, description="units of each hidden layer"
+    )
+    activation: Literal["relu", "sigmoid", "tanh", "gelu"] = Field(
+        description="of the hidden layers"
+    )
+    learning_rate: float = Field(gt=0, le=1, description="peak learning rate of Adam(W)")
+    epochs: int = Field(ge=1, le=1000, description="passes over the train split")
     batch_size: int = Field(ge=1, le=65536, description="images per step, over all devices")
-    lr_schedule: Literal["constant", "cosine"]
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        description="cosine: decay to 0 by the last step"
+    )
     warmup_epochs: float = Field(ge=0, le=1000, description="linear warm-up from 0")
-    early_stopping_patience: int = Field(ge=0, le=1000)
-    restore_best_epoch: bool
-    horizontal_flip: bool
+    early_stopping_patience: int = Field(
+        ge=0, le=1000, description="epochs without a better validation accuracy; 0: never stop"
+    )
+    restore_best_epoch: bool = Field(description="keep the best validation epoch's weights")
+    horizontal_flip: bool = Field(description="mirror a random half of each batch")
     max_shift: int = Field(ge=0, le=8, description="random translation, pixels")
-    label_smoothing: float = Field(ge=0, lt=1)
-    dropout: float = Field(ge=0, lt=1)
+    label_smoothing: float = Field(ge=0, lt=1, description="share of each target spread out")
+    dropout: float = Field(ge=0, lt=1, description="after each hidden layer")
     weight_decay: float = Field(ge=0, le=1, description="> 0 switches Adam to AdamW")
-    distribute: Literal["none", "data_parallel"]
+    distribute: Literal["none", "data_parallel"] = Field(
+        description="data_parallel: Keras' DataParallel over devices and processes"
+    )
 
     @model_validator(mode="after")
     def _warmup_within_training(self) -> Self:
@@ -110,16 +126,16 @@ class TrainParams(Section):
 class EvaluateParams(Section):
     """Test-set evaluation."""
 
-    batch_size: int = Field(ge=1, le=65536)
+    batch_size: int = Field(ge=1, le=65536, description="test images per forward pass")
 
 
 class PlotsParams(Section):
     """What the figures show."""
 
-    samples_per_class: int = Field(ge=1, le=20)
-    n_predictions: int = Field(ge=1, le=200)
-    n_confident_errors: int = Field(ge=1, le=200)
-    dpi: int = Field(ge=30, le=400)
+    samples_per_class: int = Field(ge=1, le=20, description="training images per class")
+    n_predictions: int = Field(ge=1, le=200, description="first test images with predictions")
+    n_confident_errors: int = Field(ge=1, le=200, description="most confidently wrong ones")
+    dpi: int = Field(ge=30, le=400, description="resolution of the PNGs")
 
 
 class Params(Section):

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from conftest import REPOSITORY, run_stage, write_params
 
-from stages.params import PARAMS_FILE, ParamsError, load_params, validate_params
+from stages.params import PARAMS_FILE, Params, ParamsError, load_params, validate_params
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +111,10 @@ def test_params_stage_fails_on_a_typo_in_a_key_no_stage_reads(tmp_path: Path) ->
         "error: params.yaml: data.retires is not a known key",
         "error: params.yaml: data.retries is missing",
     }
+
+
+def test_every_key_is_described_in_the_schema() -> None:
+    sections = Params.model_fields
+    for section, field in sections.items():
+        for key, entry in field.annotation.model_fields.items():
+            assert entry.description, f"{section}.{key} has no description"

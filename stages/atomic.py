@@ -100,14 +100,3 @@ def atomic_outputs(*targets: Path) -> Iterator[tuple[Path, ...]]:
 def json_text(data: object) -> str:
     """Indented JSON with a trailing newline, as every report of the pipeline is written."""
     return json.dumps(data, indent=2) + "\n"
-
-
-def write_text(target: Path, text: str) -> None:
-    """Atomically write ``text`` to ``target``."""
-    with atomic_outputs(target) as (temporary,):
-        temporary.write_text(text)
-
-
-def write_json(target: Path, data: object) -> None:
-    """Atomically write ``data`` as indented JSON with a trailing newline."""
-    write_text(target, json_text(data))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal
 
 import numpy as np
 
@@ -23,7 +23,6 @@ from stages.cifar import FEATURES, Split
 from stages.cli import load_array, upstream_error
 
 SplitName = Literal["train", "validation", "test"]
-SPLIT_NAMES: tuple[SplitName, ...] = ("train", "validation", "test")
 STAGE = "prepare"
 CLASSES_FILE = "classes.json"
 _STANDARDIZATION_FILE = "standardization.npz"
@@ -34,8 +33,6 @@ CODE_RANGE_STDS = 4.0
 _CODE_CENTRE = 127.5
 # Rows per float32 chunk when whitening: 12 MB, so the elementwise work stays in cache.
 _CHUNK_ROWS = 1024
-
-Features = TypeVar("Features")
 
 
 @dataclass(frozen=True)
@@ -55,13 +52,9 @@ class Standardization:
         if not np.all(self.scale > 0):
             raise ValueError("scale must be positive everywhere")
 
-    def apply(self, inputs: Features) -> Features:
-        """Standardize float32 inputs: a numpy array or a backend tensor alike."""
-        return (inputs - self.mean) / self.scale  # type: ignore[operator]
-
     def transform(self, inputs: np.ndarray) -> np.ndarray:
-        """Standardize a (small) batch of uint8 inputs with numpy, as float32."""
-        return self.apply(inputs.astype(np.float32))
+        """Standardize uint8 inputs with numpy, as float32 (the model does it in training)."""
+        return (inputs.astype(np.float32) - self.mean) / self.scale
 
 
 CODES_STANDARDIZATION = Standardization(

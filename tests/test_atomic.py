@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from stages.atomic import atomic_outputs, remove_leftovers, write_json
+from stages.atomic import atomic_outputs, json_text, remove_leftovers
 
 
 def write_both(first: Path, second: Path, text: str) -> None:
@@ -87,9 +87,8 @@ def test_leftovers_of_a_killed_run_are_removed_when_the_stage_runs_again(tmp_pat
     assert [path.name for path in tmp_path.iterdir()] == [unrelated.name]
 
 
-def test_write_json_is_indented_with_a_final_newline(tmp_path: Path) -> None:
-    write_json(tmp_path / "out.json", {"a": [1, 2]})
-    assert (tmp_path / "out.json").read_text() == '{\n  "a": [\n    1,\n    2\n  ]\n}\n'
+def test_reports_are_indented_json_with_a_final_newline() -> None:
+    assert json_text({"a": [1, 2]}) == '{\n  "a": [\n    1,\n    2\n  ]\n}\n'
 
 
 def test_an_output_named_twice_is_refused(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 from scipy import special
 
-from stages.cli import StageError
+from stages.cli import StageError, upstream_error
 from stages.dataset import WHITENING_FILE, Whitening, load_class_names, read_whitening
 
 ARCHITECTURE_FILE = "model.json"
@@ -94,11 +94,9 @@ def _weights_by_layer(path: Path) -> dict[str, list[np.ndarray]]:
                     np.asarray(variables[str(index)], np.float32) for index in range(len(variables))
                 ]
     except FileNotFoundError:
-        raise StageError(f"{path}: missing; run `dvc repro {STAGE}` to write it again") from None
+        raise upstream_error(path, STAGE) from None
     except (OSError, KeyError) as error:
-        raise StageError(
-            f"{path}: unreadable or truncated weights ({error}); run `dvc repro {STAGE}`"
-        ) from None
+        raise upstream_error(path, STAGE, f"unreadable or truncated weights ({error})") from None
     return weights
 
 
@@ -109,13 +107,10 @@ def load_network(directory: Path) -> DenseNetwork:
         architecture = json.loads(architecture_file.read_text())
         layer_configs = architecture["config"]["layers"]
     except FileNotFoundError:
-        raise StageError(
-            f"{architecture_file}: missing; run `dvc repro {STAGE}` to write it again"
-        ) from None
+        raise upstream_error(architecture_file, STAGE) from None
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
-        raise StageError(
-            f"{architecture_file}: not a Keras Sequential model ({error!r}); "
-            f"run `dvc repro {STAGE}`"
+        raise upstream_error(
+            architecture_file, STAGE, f"not a Keras Sequential model ({error!r})"
         ) from None
     weights_file = directory / WEIGHTS_FILE
     weights = _weights_by_layer(weights_file)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import REPOSITORY
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -34,7 +35,6 @@ from stages.backprop import (
 from stages.cli import StageError
 from stages.params import load_params
 
-REPOSITORY = Path(__file__).resolve().parent.parent
 DEFAULTS = load_params(REPOSITORY / "params.yaml").backprop
 
 # The notebook's printed output, as printed: its W1 gradient is 2 x 3 (transposed).

@@ -103,12 +103,11 @@ class Split:
 
 @dataclass(frozen=True)
 class CifarArchive:
-    """The development (train) and test sets of an archive, its class names and md5."""
+    """The development (train) and test sets of an archive, and its class names."""
 
     dev: Split
     test: Split
     class_names: tuple[str, ...]
-    md5: str
 
 
 def file_md5(path: Path, chunk_bytes: int = 1 << 20) -> str:
@@ -247,17 +246,15 @@ def _parse_meta(path: Path, data: memoryview) -> int:
     return per_batch
 
 
-def _read_archive(path: Path, shown: Path) -> tuple[bytes, str]:
-    """Return the decompressed tar and the md5 of the file; errors name ``shown``."""
+def _read_archive(path: Path, shown: Path) -> bytes:
+    """Return the decompressed tar; errors name ``shown``."""
     if path.is_dir():
         raise ArchiveError(f"{shown}: is a folder, not an archive file")
     try:
         compressed = path.read_bytes()
     except FileNotFoundError:
         raise ArchiveError(f"{shown}: no such file") from None
-    return _decompress(shown, compressed), hashlib.md5(
-        compressed, usedforsecurity=False
-    ).hexdigest()
+    return _decompress(shown, compressed)
 
 
 def check_archive(path: Path, *, name: str | None = None) -> None:
@@ -266,8 +263,7 @@ def check_archive(path: Path, *, name: str | None = None) -> None:
     ``name`` is how errors refer to the archive (the path the user set, say).
     """
     shown = Path(name) if name is not None else path
-    tar, _ = _read_archive(path, shown)
-    _read_members(shown, tar)
+    _read_members(shown, _read_archive(path, shown))
 
 
 def load_cifar_archive(path: Path, *, name: str | None = None) -> CifarArchive:
@@ -277,8 +273,7 @@ def load_cifar_archive(path: Path, *, name: str | None = None) -> CifarArchive:
     by ``path``.
     """
     shown = Path(name) if name is not None else path
-    tar, md5 = _read_archive(path, shown)
-    members = _read_members(shown, tar)
+    members = _read_members(shown, _read_archive(path, shown))
     per_batch = _parse_meta(shown, members[META_FILE])
     batches = [_parse_batch(shown, batch, members[batch], per_batch) for batch in TRAIN_BATCHES]
     dev = Split(
@@ -286,4 +281,4 @@ def load_cifar_archive(path: Path, *, name: str | None = None) -> CifarArchive:
         np.concatenate([batch.labels for batch in batches]),
     )
     test = _parse_batch(shown, TEST_BATCH, members[TEST_BATCH], per_batch)
-    return CifarArchive(dev=dev, test=test, class_names=CLASS_NAMES, md5=md5)
+    return CifarArchive(dev=dev, test=test, class_names=CLASS_NAMES)

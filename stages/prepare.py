@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import scipy.linalg
-from sklearn.model_selection import train_test_split
 
 from stages.atomic import atomic_outputs, json_text
 from stages.cifar import FEATURES, IMAGE_SHAPE, CifarArchive, Split, load_cifar_archive
@@ -41,6 +42,9 @@ _ZCA_COMPONENT_SHARE = 0.05
 
 def split_dev(dev: Split, val_fraction: float, seed: int) -> tuple[Split, Split]:
     """Split dev into train and validation, stratified by class and seeded."""
+    # Imported here: main() loads scikit-learn in the background (see there).
+    from sklearn.model_selection import train_test_split  # noqa: PLC0415
+
     train_index, validation_index = train_test_split(
         np.arange(len(dev.labels)),
         test_size=val_fraction,
@@ -150,7 +154,6 @@ def data_report(
         shapes[f"x_{prefix}"] = (size, FEATURES)
         shapes[f"y_{prefix}"] = (size, 1)
     report: dict[str, object] = {
-        "archive_md5": archive.md5,
         "scaling": params.scaling,
         "val_fraction": params.val_fraction,
         "class_names": list(archive.class_names),
@@ -178,7 +181,11 @@ def main() -> None:
     arguments = parser.parse_args()
     params = load_params().prepare
 
-    archive = load_cifar_archive(arguments.archive)
+    # scikit-learn takes over a second to import: it loads while the archive is read
+    # (decompressing releases the interpreter's lock), not after.
+    with ThreadPoolExecutor(max_workers=1) as background:
+        background.submit(importlib.import_module, "sklearn.model_selection")
+        archive = load_cifar_archive(arguments.archive)
     train, validation = split_dev(archive.dev, params.val_fraction, params.seed)
     splits: dict[SplitName, Split] = {
         "train": train,

@@ -21,6 +21,9 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The notebook's `tensorflow.keras`: Keras on TensorFlow, whatever the caller's environment
+# says (the pipeline's own modules choose JAX).
+os.environ["KERAS_BACKEND"] = "tensorflow"
 
 import numpy as np
 
@@ -53,7 +56,8 @@ def main() -> None:
     arguments = parser.parse_args()
     started = time.perf_counter()
 
-    from keras import layers, models  # noqa: PLC0415 - import time counts as the notebook's
+    import keras  # noqa: PLC0415 - import time counts as the notebook's
+    from keras import layers, models  # noqa: PLC0415
     from sklearn.model_selection import train_test_split  # noqa: PLC0415
 
     (x_dev, y_dev), (x_test, y_test) = load_data(arguments.archive)
@@ -86,6 +90,7 @@ def main() -> None:
                 "samples_per_second": fitted_samples / fit_seconds,
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 "test_accuracy": float(test_accuracy),
+                "keras_backend": keras.backend.backend(),
             }
         )
     )

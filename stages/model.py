@@ -29,9 +29,17 @@ from stages.dataset import (
 )
 from stages.inference import ARCHITECTURE_FILE, WEIGHTS_FILE
 
+# What Keras imports whenever it is installed, for features the train stage does not use:
+# TensorFlow (to look for its types when seeding and serializing: 4.5 s, 700 MB), the
+# scikit-learn wrapper, plotting utilities and DataFrame inputs (1.7 s together).
+UNUSED_BY_TRAINING = ("tensorflow", "sklearn", "matplotlib", "pandas")
 
-class _TensorFlowHidden(importlib.abc.MetaPathFinder):
-    """An import hook under which TensorFlow looks uninstalled."""
+
+class _Hidden(importlib.abc.MetaPathFinder):
+    """An import hook under which some top-level packages look uninstalled."""
+
+    def __init__(self, packages: frozenset[str]) -> None:
+        self.packages = packages
 
     def find_spec(
         self,
@@ -39,21 +47,23 @@ class _TensorFlowHidden(importlib.abc.MetaPathFinder):
         path: Sequence[str] | None,  # noqa: ARG002 - the finder protocol's arguments
         target: object = None,  # noqa: ARG002
     ) -> importlib.machinery.ModuleSpec | None:
-        if fullname.partition(".")[0] == "tensorflow":
+        if fullname.partition(".")[0] in self.packages:
             raise ModuleNotFoundError(f"No module named {fullname!r} here", name=fullname)
         return None
 
 
-def keep_tensorflow_unloaded() -> None:
-    """Make TensorFlow look uninstalled to this process, unless it is loaded already.
+def keep_unused_packages_unloaded(packages: Sequence[str] = UNUSED_BY_TRAINING) -> None:
+    """Make ``packages`` look uninstalled to this process, those not loaded already.
 
-    TensorFlow is installed for the backprop stage's autodiff check. Keras imports it
-    whenever it is installed, only to look for TensorFlow types (when seeding, when
-    serializing a model): 4.5 s and 700 MB in a process that runs Keras on JAX. A
-    stage's command line calls this first; library use (tests) is left as it is.
+    Keras loads them only for optional features; a stage's command line calls this
+    first (TensorFlow is installed for the backprop stage's autodiff check, the others
+    for evaluation and plots). Library use (tests) is left as it is.
     """
-    if "tensorflow" not in sys.modules and keras.backend.backend() != "tensorflow":
-        sys.meta_path.insert(0, _TensorFlowHidden())
+    hidden = frozenset(package for package in packages if package not in sys.modules)
+    if keras.backend.backend() == "tensorflow":
+        hidden -= {"tensorflow"}
+    if hidden:
+        sys.meta_path.insert(0, _Hidden(hidden))
 
 
 def build_model(

@@ -30,7 +30,7 @@ from stages.dataset import (
     load_standardization,
     load_whitening,
 )
-from stages.model import build_model, keep_tensorflow_unloaded, layer_summary, save_model
+from stages.model import build_model, keep_unused_packages_unloaded, layer_summary, save_model
 from stages.params import TrainParams, load_params
 
 # The assignment's check prints the softmax sum at two decimals: it must read 1.00.
@@ -178,7 +178,7 @@ def main() -> None:
     parser.add_argument("--summary", type=Path, required=True, help="summary JSON to write")
     parser.add_argument("--history", type=Path, required=True, help="history JSON to write")
     arguments = parser.parse_args()
-    keep_tensorflow_unloaded()
+    keep_unused_packages_unloaded()
     params = load_params().train
     placement = distribution.set_up(params.distribute)
 

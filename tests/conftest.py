@@ -40,7 +40,7 @@ def committed_params(changes: Changes | None = None) -> Params:
 
 def quick_train_params(**changes: object) -> TrainParams:
     """Train params for tests: the committed ones, small and quick, with ``changes``."""
-    quick = {"epochs": 2, "hidden_units": [32, 16], "batch_size": 16, **changes}
+    quick = {**QUICK_TRAIN, **changes}
     return committed_params({"train": quick}).train
 
 

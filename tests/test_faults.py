@@ -9,7 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import QUICK_TRAIN, TRAIN_OUTPUTS, link_prepared, run_stage, train_arguments
+from conftest import (
+    QUICK_TRAIN,
+    TRAIN_OUTPUTS,
+    link_prepared,
+    run_stage,
+    train_arguments,
+    update_params,
+)
 
 from stages.cli import quiet_native_start_up
 
@@ -59,9 +66,7 @@ def test_leftovers_of_a_killed_run_go_when_the_stage_runs_again(project: Path) -
     process.kill()  # SIGKILL: no chance to clean up
     process.communicate(timeout=60)
     assert leftovers(project) != []  # dvclive's folder, written every epoch
-    (project / "params.yaml").write_text(
-        (project / "params.yaml").read_text().replace("epochs: 200", "epochs: 1")
-    )
+    update_params(project, {"train": {"epochs": 1, "warmup_epochs": 0}})
     run_stage("train", train_arguments(), project)
     assert leftovers(project) == []
     assert (project / "data" / "model" / "model.weights.h5").is_file()

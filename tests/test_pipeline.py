@@ -21,7 +21,7 @@ ALL_STAGES = ("params", "download", "prepare", "backprop", "train", "evaluate", 
 FIGURES = ("samples", "training_loss", "loss", "accuracy", "test_predictions",
            "confusion_matrix", "confident_errors")  # fmt: skip
 # Quick but real: the default model on 200 dev images, a few epochs at a small batch.
-QUICK = {"train": {"epochs": 3, "batch_size": 16}}
+QUICK = {"train": {"epochs": 3, "batch_size": 16, "warmup_epochs": 0}}
 
 
 def stages_run(output: str) -> set[str]:

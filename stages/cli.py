@@ -9,13 +9,15 @@ so a missing or damaged one says which stage to run again.
 from __future__ import annotations
 
 import contextlib
+import importlib.abc
+import importlib.machinery
 import json
 import logging
 import os
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +95,36 @@ def quiet_native_start_up() -> Iterator[None]:
             for line in held.read().decode(errors="replace").splitlines():
                 if not any(noise in line for noise in START_UP_NOISE):
                     print(line, file=sys.stderr)
+
+
+class _Hidden(importlib.abc.MetaPathFinder):
+    """An import hook under which some top-level packages look uninstalled."""
+
+    def __init__(self, packages: frozenset[str]) -> None:
+        self.packages = packages
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,  # noqa: ARG002 - the finder protocol's arguments
+        target: object = None,  # noqa: ARG002
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname.partition(".")[0] in self.packages:
+            raise ModuleNotFoundError(f"No module named {fullname!r} here", name=fullname)
+        return None
+
+
+def keep_unloaded(packages: Iterable[str]) -> None:
+    """Make ``packages`` look uninstalled to this process (those not loaded already).
+
+    Keras and TensorFlow import every optional companion that is installed (the
+    scikit-learn wrappers, pandas and matplotlib utilities, JAX), seconds of start-up
+    for features a stage never uses. A stage's command line calls this before importing
+    them; library use (tests) is left as it is.
+    """
+    hidden = frozenset(package for package in packages if package not in sys.modules)
+    if hidden:
+        sys.meta_path.insert(0, _Hidden(hidden))
 
 
 def run_stage(main: Callable[[], None]) -> None:

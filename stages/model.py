@@ -10,10 +10,6 @@ than the TensorFlow backend (README, "Results"), and starts in half the time.
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import keras
@@ -28,42 +24,6 @@ from stages.dataset import (
     write_whitening,
 )
 from stages.inference import ARCHITECTURE_FILE, WEIGHTS_FILE
-
-# What Keras imports whenever it is installed, for features the train stage does not use:
-# TensorFlow (to look for its types when seeding and serializing: 4.5 s, 700 MB), the
-# scikit-learn wrapper, plotting utilities and DataFrame inputs (1.7 s together).
-UNUSED_BY_TRAINING = ("tensorflow", "sklearn", "matplotlib", "pandas")
-
-
-class _Hidden(importlib.abc.MetaPathFinder):
-    """An import hook under which some top-level packages look uninstalled."""
-
-    def __init__(self, packages: frozenset[str]) -> None:
-        self.packages = packages
-
-    def find_spec(
-        self,
-        fullname: str,
-        path: Sequence[str] | None,  # noqa: ARG002 - the finder protocol's arguments
-        target: object = None,  # noqa: ARG002
-    ) -> importlib.machinery.ModuleSpec | None:
-        if fullname.partition(".")[0] in self.packages:
-            raise ModuleNotFoundError(f"No module named {fullname!r} here", name=fullname)
-        return None
-
-
-def keep_unused_packages_unloaded(packages: Sequence[str] = UNUSED_BY_TRAINING) -> None:
-    """Make ``packages`` look uninstalled to this process, those not loaded already.
-
-    Keras loads them only for optional features; a stage's command line calls this
-    first (TensorFlow is installed for the backprop stage's autodiff check, the others
-    for evaluation and plots). Library use (tests) is left as it is.
-    """
-    hidden = frozenset(package for package in packages if package not in sys.modules)
-    if keras.backend.backend() == "tensorflow":
-        hidden -= {"tensorflow"}
-    if hidden:
-        sys.meta_path.insert(0, _Hidden(hidden))
 
 
 def build_model(

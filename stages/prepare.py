@@ -8,13 +8,11 @@ stages/dataset.py for the folder's layout).
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import importlib
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import scipy.linalg
+from sklearn.model_selection import train_test_split
 
 from stages.atomic import atomic_outputs, json_text
 from stages.cifar import FEATURES, IMAGE_SHAPE, CifarArchive, Split, load_cifar_archive
@@ -42,9 +40,6 @@ _ZCA_COMPONENT_SHARE = 0.05
 
 def split_dev(dev: Split, val_fraction: float, seed: int) -> tuple[Split, Split]:
     """Split dev into train and validation, stratified by class and seeded."""
-    # Imported here: main() loads scikit-learn in the background (see there).
-    from sklearn.model_selection import train_test_split  # noqa: PLC0415
-
     train_index, validation_index = train_test_split(
         np.arange(len(dev.labels)),
         test_size=val_fraction,
@@ -109,22 +104,29 @@ def fit_whitening(images: np.ndarray, epsilon: float) -> Whitening:
         products += chunk.T @ chunk
     mean = total / len(images)
     # Covariance of the pixels in [0, 1].
-    covariance = ((products / len(images) - np.outer(mean, mean)) / 255**2).astype(np.float32)
+    covariance = (products / len(images) - np.outer(mean, mean)) / 255**2
     # Only the components that ZCA scales apart from the rest (see Whitening).
     variances, vectors = scipy.linalg.eigh(
-        covariance, driver="evr", subset_by_value=(_ZCA_COMPONENT_SHARE * epsilon, np.inf)
+        covariance.astype(np.float32),
+        driver="evr",
+        subset_by_value=(_ZCA_COMPONENT_SHARE * epsilon, np.inf),
     )
-    gains = 1 / np.sqrt(variances.astype(np.float64) + epsilon) - 1 / np.sqrt(epsilon)
-    whitening = Whitening(
+    leading = variances.astype(np.float64)
+    gains = 1 / np.sqrt(leading + epsilon) - 1 / np.sqrt(epsilon)
+    # The whitened train split's overall spread, which the uint8 codes cover +-4 times:
+    # ZCA scales a component of variance lambda to lambda / (lambda + epsilon) along the
+    # leading ones and by 1 / epsilon along the rest, whose variances sum to the trace
+    # less the leading ones. The whitened values' mean is 0.
+    whitened_variance = (
+        np.sum(leading / (leading + epsilon)) + (np.trace(covariance) - leading.sum()) / epsilon
+    ) / width
+    return Whitening(
         mean.astype(np.float32),
         np.ascontiguousarray(vectors.T),
         gains.astype(np.float32),
         epsilon,
-        std=1.0,
+        std=float(np.sqrt(whitened_variance)),
     )
-    # The whitened train split's overall spread, which the uint8 codes cover +-4 times.
-    sample = whitening.whiten(images[:: max(1, len(images) // 10_000)])
-    return dataclasses.replace(whitening, std=float(sample.std()))
 
 
 def class_counts(labels: np.ndarray, class_names: tuple[str, ...]) -> dict[str, int]:
@@ -181,11 +183,7 @@ def main() -> None:
     arguments = parser.parse_args()
     params = load_params().prepare
 
-    # scikit-learn takes over a second to import: it loads while the archive is read
-    # (decompressing releases the interpreter's lock), not after.
-    with ThreadPoolExecutor(max_workers=1) as background:
-        background.submit(importlib.import_module, "sklearn.model_selection")
-        archive = load_cifar_archive(arguments.archive)
+    archive = load_cifar_archive(arguments.archive)
     train, validation = split_dev(archive.dev, params.val_fraction, params.seed)
     splits: dict[SplitName, Split] = {
         "train": train,

@@ -136,6 +136,13 @@ def test_whitening_decorrelates_the_strong_components() -> None:
     np.testing.assert_allclose(strongest, 1.0, atol=0.02)
 
 
+@pytest.mark.parametrize("epsilon", [0.01, 0.3])
+def test_whitened_spread_is_that_of_the_whitened_train_images(epsilon: float) -> None:
+    images = smooth_images(1500, seed=3)
+    whitening = fit_whitening(images, epsilon)
+    np.testing.assert_allclose(whitening.std, whitening.whiten(images).std(), rtol=1e-4)
+
+
 def test_codes_round_trip_to_standardized_whitened_values() -> None:
     images = smooth_images(500, seed=2)
     whitening = fit_whitening(images, 0.3)

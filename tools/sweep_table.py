@@ -6,6 +6,7 @@ model) over its training seeds:
 
     python -m tools.sweep_table train.batch_size train.learning_rate train.epochs
     python -m tools.sweep_table train.weight_decay --where train.batch_size=512
+    python -m tools.sweep_table train.epochs --rev HEAD   # experiments on one commit only
 """
 
 from __future__ import annotations
@@ -64,11 +65,15 @@ def main() -> None:
     parser.add_argument(
         "--where", action="append", default=[], help="only runs with section.key=value"
     )
+    parser.add_argument(
+        "--rev", help="only experiments based on this commit (default: on any commit)"
+    )
     arguments = parser.parse_args()
     where = dict(condition.split("=", 1) for condition in arguments.where)
+    commits = ["--rev", arguments.rev] if arguments.rev else ["--all-commits"]
     shown = json.loads(
-        subprocess.run(
-            ["dvc", "exp", "show", "--all-commits", "--json"],  # noqa: S607 - the venv's dvc
+        subprocess.run(  # noqa: S603 - a fixed command; the revision is the user's own
+            ["dvc", "exp", "show", *commits, "--json"],  # noqa: S607 - the venv's dvc
             capture_output=True,
             text=True,
             check=True,

@@ -4,8 +4,8 @@ The model starts with a ``Normalization`` layer holding the prepare stage's
 standardization as constants (no parameters), so it takes the uint8 inputs of the
 prepared data directly; its saved folder adds the class names and, with ZCA, the
 whitening, so it is all a prediction needs (stages/inference.py). Training runs
-on Keras' JAX backend: on this project's CPU it trains the MLP 2-3x faster per epoch
-than the TensorFlow backend (README, "Results"), and starts in half the time.
+on Keras' JAX backend: on a 2-core CPU it trains this MLP about twice as fast as the
+TensorFlow backend (README, "Results").
 """
 
 from __future__ import annotations

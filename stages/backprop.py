@@ -414,4 +414,4 @@ if __name__ == "__main__":
     # TensorFlow imports these whenever they are installed (through Keras), for
     # features the autodiff check does not use: 2 s of its 4 s start-up.
     keep_unloaded({"jax", "sklearn", "pandas", "matplotlib"})
-    run_stage(main)
+    run_stage(main, skip_teardown=True)

@@ -294,6 +294,21 @@ def test_main_fails_over_tolerance_and_writes_nothing(workdir: Path) -> None:
     assert not (workdir / "reports").exists()
 
 
+def test_command_line_success_prints_everything_before_it_ends(workdir: Path) -> None:
+    # The command line ends without the interpreter's teardown: nothing may be lost.
+    set_backprop_params(workdir, descent_steps=5)
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.backprop", *OUTPUTS],
+        cwd=workdir, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert result.stdout.startswith(f"backprop: L = {PRINTED_L!r}\n")
+    assert result.stdout.splitlines()[-1].startswith("  descent: loss ")
+    assert result.stdout.endswith(" over 5 steps at learning rate 2.0\n")
+    report = json.loads((workdir / "reports" / "backprop.json").read_text())
+    assert report["descent"]["decreased"] is True
+    assert len((workdir / "reports" / "backprop" / "loss.tsv").read_text().splitlines()) == 7
+
+
 def test_command_line_failure_is_one_error_line_and_no_outputs(workdir: Path) -> None:
     set_backprop_params(workdir, finite_difference_step=1e-2, descent_steps=5)
     result = subprocess.run(

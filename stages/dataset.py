@@ -211,10 +211,10 @@ def load_standardization(directory: Path) -> Standardization:
         raise upstream_error(path, STAGE, f"not a standardization ({error})") from None
 
 
-def load_whitening(directory: Path) -> Whitening | None:
+def load_whitening(directory: Path, stage: str = STAGE) -> Whitening | None:
     """Load the ZCA whitening, or None when the inputs are the images themselves."""
     path = directory / WHITENING_FILE
-    return read_whitening(path) if path.exists() else None
+    return read_whitening(path, stage) if path.exists() else None
 
 
 def load_class_names(directory: Path, stage: str = STAGE) -> tuple[str, ...]:

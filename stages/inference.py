@@ -20,7 +20,7 @@ import numpy as np
 from scipy import special
 
 from stages.cli import StageError, upstream_error
-from stages.dataset import WHITENING_FILE, Whitening, load_class_names, read_whitening
+from stages.dataset import Whitening, load_class_names, load_whitening
 
 ARCHITECTURE_FILE = "model.json"
 WEIGHTS_FILE = "model.weights.h5"
@@ -173,6 +173,4 @@ def load_classifier(directory: Path) -> Classifier:
             f"{directory}: {len(class_names)} class names for a model of "
             f"{network.layers[-1].bias.size} outputs"
         )
-    whitening_file = directory / WHITENING_FILE
-    whitening = read_whitening(whitening_file, STAGE) if whitening_file.exists() else None
-    return Classifier(network, class_names, whitening)
+    return Classifier(network, class_names, load_whitening(directory, STAGE))

@@ -265,7 +265,6 @@ def main() -> None:
     """Render every figure into the output folder."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--prepared", type=Path, required=True)
-    parser.add_argument("--summary", type=Path, required=True, help="train summary JSON")
     parser.add_argument("--history", type=Path, required=True, help="train history JSON")
     parser.add_argument("--predictions", type=Path, required=True, help="predictions CSV")
     parser.add_argument("--metrics", type=Path, required=True, help="evaluate's metrics JSON")
@@ -273,8 +272,12 @@ def main() -> None:
     arguments = parser.parse_args()
     params = load_params().plots
 
-    best_epoch = read_json(arguments.summary, "train")["best_epoch"]
     metrics = read_json(arguments.metrics, "evaluate")
+    try:
+        # The kept epoch, as evaluate confirmed it against the model itself.
+        best_epoch = int(metrics["validation"]["epoch"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise upstream_error(arguments.metrics, "evaluate", f"no kept epoch ({error!r})") from None
     history = read_json(arguments.history, "train")
     try:
         predictions = pd.read_csv(arguments.predictions).set_index("index")

@@ -33,12 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPOSITORY))
 
 from stages.cifar import FEATURES, file_md5  # noqa: E402
+from stages.params import read_params_file  # noqa: E402
+from tools.params_file import update_params_file  # noqa: E402
 
 STAGES = ("params", "download", "prepare", "backprop", "train", "evaluate", "plots")
 # The train stage's last line: "... 20 epochs in 24.4 s (32792 samples/s); ..."
@@ -164,11 +165,13 @@ def project_copy(archive: Path, folder: Path, seed: int) -> Path:
         if (REPOSITORY / name).is_file():
             (project / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPOSITORY / name, project / name)
-    params_file = project / "params.yaml"
-    params = yaml.safe_load(params_file.read_text())
-    params["data"].update(archive=str(archive.resolve()), md5=file_md5(archive))
-    params["train"]["seed"] = seed
-    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    update_params_file(
+        project / "params.yaml",
+        {
+            "data": {"archive": str(archive.resolve()), "md5": file_md5(archive)},
+            "train": {"seed": seed},
+        },
+    )
     identity = ["-c", "user.name=benchmark", "-c", "user.email=benchmark@example.invalid"]
     for command in (["git", "init", "-q"], ["git", "add", "-A"],
                     ["git", *identity, "commit", "-qm", "copy"]):  # fmt: skip
@@ -218,15 +221,15 @@ def run_pipeline(archive: Path, seed: int) -> dict[str, float]:
         figures["validation_accuracy"] = metrics["validation"]["accuracy"]
         figures["test_accuracy"] = metrics["test"]["accuracy"]
         figures["cache_mb"] = folder_megabytes(project / ".dvc" / "cache")
-        params = yaml.safe_load((project / "params.yaml").read_text())
+        params = read_params_file(project / "params.yaml").params
         counts = json.loads((project / "reports" / "data.json").read_text())["class_counts"]
     train_samples, validation_samples = (
         sum(counts[split].values()) for split in ("train", "validation")
     )
     figures["fit_matmul_floor_seconds"] = matmul_floor_seconds(
-        [FEATURES, *params["train"]["hidden_units"], len(counts["train"])],
-        batch_size=params["train"]["batch_size"],
-        validation_batch_size=params["train"]["batch_size"],  # Keras' default
+        [FEATURES, *params.train.hidden_units, len(counts["train"])],
+        batch_size=params.train.batch_size,
+        validation_batch_size=params.train.batch_size,  # Keras' default
         train_samples=train_samples,
         validation_samples=validation_samples,
         epochs=epochs,

@@ -4,16 +4,18 @@ Every output is written under a temporary name beside its target. Only when all 
 them are complete are they renamed into place, the old versions first moved aside
 and restored if any rename fails; so a stage's outputs change together or not at all,
 and a crash, an error or Ctrl-C never leaves a file or folder that looks complete.
-Leftovers of a killed run (the temporary names) are removed when the stage runs again.
+Temporary names carry the writing process's id: leftovers of a killed run are removed
+when the stage runs again, while those of a run still going are left to it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 _TEMPORARY = ".tmp-"
@@ -21,7 +23,21 @@ _PREVIOUS = ".old-"
 
 
 def _sibling(target: Path, kind: str) -> Path:
-    return target.with_name(f".{target.name}{kind}{secrets.token_hex(4)}")
+    return target.with_name(f".{target.name}{kind}{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def _writer_is_alive(path: Path, prefix: str) -> bool:
+    """Whether the process whose id the temporary ``path`` carries is still running."""
+    pid = path.name.removeprefix(prefix).partition("-")[0]
+    if not pid.isdigit():
+        return False  # a name this module did not make: a leftover
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def _remove(path: Path) -> None:
@@ -32,13 +48,18 @@ def _remove(path: Path) -> None:
 
 
 def remove_leftovers(target: Path) -> list[Path]:
-    """Remove what an interrupted write of ``target`` left beside it; return those paths."""
+    """Remove what interrupted writes of ``target`` left beside it; return those paths.
+
+    Temporary paths of a process that is still running (another run of the same
+    stage, writing now) are not leftovers and stay.
+    """
     if not target.parent.is_dir():
         return []
     leftovers = [
         path
         for kind in (_TEMPORARY, _PREVIOUS)
         for path in target.parent.glob(f".{target.name}{kind}*")
+        if not _writer_is_alive(path, f".{target.name}{kind}")
     ]
     for path in leftovers:
         _remove(path)
@@ -75,11 +96,15 @@ def _check_written(staged: dict[Path, Path]) -> None:
 
 
 @contextlib.contextmanager
-def atomic_outputs(*targets: Path) -> Iterator[tuple[Path, ...]]:
+def atomic_outputs(
+    *targets: Path, before_commit: Callable[[], None] | None = None
+) -> Iterator[tuple[Path, ...]]:
     """Yield one temporary path per target (not yet created); put them all in place on success.
 
-    The caller creates each temporary path as a file or a folder. On any exception,
-    every temporary path is removed and the targets are left as they were.
+    The caller creates each temporary path as a file or a folder. ``before_commit``
+    runs once they are all written, before any is renamed: its exception (an input
+    that changed meanwhile, say) keeps them out. On any exception, every temporary
+    path is removed and the targets are left as they were.
     """
     if len(set(targets)) != len(targets):
         raise ValueError(f"each output must be named once: {[str(path) for path in targets]}")
@@ -90,6 +115,8 @@ def atomic_outputs(*targets: Path) -> Iterator[tuple[Path, ...]]:
     try:
         yield tuple(staged.values())
         _check_written(staged)
+        if before_commit is not None:
+            before_commit()
         _commit(staged)
     except BaseException:
         for temporary in staged.values():

@@ -18,7 +18,7 @@ import numpy as np
 
 from stages.atomic import atomic_outputs, json_text
 from stages.cli import StageError, keep_unloaded, quiet_native_start_up, run_stage
-from stages.params import BackpropParams, load_params
+from stages.params import BackpropParams, read_params_file
 
 NAMES = ("W1", "b1", "W2", "b2")
 # Each is checked against the params key tolerance_<name>.
@@ -398,13 +398,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--report", type=Path, required=True, help="backprop.json report")
     parser.add_argument("--loss-plot", type=Path, required=True, help="descent loss.tsv plot")
     arguments = parser.parse_args(argv)
-    params = load_params().backprop
+    params_file = read_params_file()
+    params = params_file.params.backprop
 
     verification = verify(params)
     problems = failures(verification, params)
     if problems:
         raise StageError("; ".join(problems))
-    with atomic_outputs(arguments.report, arguments.loss_plot) as (report_file, loss_file):
+    with atomic_outputs(
+        arguments.report, arguments.loss_plot, before_commit=params_file.check_unchanged
+    ) as (report_file, loss_file):
         report_file.write_text(json_text(report(verification, params)))
         loss_file.write_text(loss_table(verification.descent_losses))
     print(summary(verification, params))

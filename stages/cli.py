@@ -16,11 +16,16 @@ import logging
 import os
 import sys
 import tempfile
+import traceback
 import zipfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from ruamel.yaml import YAML, YAMLError
+
+# Ctrl-C's exit status, as shells report it: 128 + SIGINT.
+INTERRUPTED_STATUS = 130
 
 
 class StageError(Exception):
@@ -127,10 +132,37 @@ def keep_unloaded(packages: Iterable[str]) -> None:
         sys.meta_path.insert(0, _Hidden(hidden))
 
 
+def outputs_removed_by_dvc(environ: Mapping[str, str]) -> str:
+    """Say what DVC removed before the stage ran and how to put it back ("" if nothing).
+
+    Under ``dvc repro`` or ``dvc exp run`` only; a stage run by itself gets "".
+    DVC deletes a stage's outputs before running its command. Every output of this
+    pipeline is in DVC's cache, and dvc.lock records the versions of the last run
+    until a run succeeds, so ``dvc checkout <stage>`` restores them.
+    """
+    stage = environ.get("DVC_STAGE")
+    if not stage:
+        return ""
+    root = Path(environ.get("DVC_ROOT", "."))
+    try:
+        recorded = YAML(typ="safe").load((root / "dvc.lock").read_text())["stages"][stage]["outs"]
+        paths = [str(output["path"]) for output in recorded]
+    except (OSError, YAMLError, KeyError, TypeError):
+        return ""  # no run of this stage recorded: nothing to put back
+    removed = [path for path in paths if not (root / path).exists()]
+    if not removed:
+        return ""
+    return (
+        f"DVC removed {', '.join(removed)} before running {stage}; "
+        f"`dvc checkout {stage}` puts back the versions dvc.lock records"
+    )
+
+
 def run_stage(main: Callable[[], None], *, skip_teardown: bool = False) -> None:
     """Run a stage's ``main()``, turning expected faults into ``error: ...`` and status 1.
 
     Ctrl-C ends with status 130; the atomic writers have removed what was half-written.
+    Under DVC, a last line says which outputs DVC removed and how to restore them.
     ``skip_teardown``: once ``main()`` has succeeded (its outputs renamed into place),
     end the process at once, without the interpreter's teardown of native libraries,
     which takes TensorFlow 0.7 s and changes nothing on disk.
@@ -142,18 +174,37 @@ def run_stage(main: Callable[[], None], *, skip_teardown: bool = False) -> None:
     try:
         main()
     except StageError as error:
-        for line in str(error).splitlines():
-            print(f"error: {line}", file=sys.stderr)
-        sys.exit(1)
+        _fail(str(error), status=1)
     except KeyboardInterrupt:
-        print("error: interrupted; no output was changed", file=sys.stderr)
-        sys.exit(130)
+        _fail("interrupted", status=INTERRUPTED_STATUS)
     except OSError as error:
-        if error.filename is None:  # not about a file: unexpected, keep the traceback
-            raise
-        print(f"error: {error.filename}: {error.strerror or error}", file=sys.stderr)
-        sys.exit(1)
+        if error.filename is None:  # not about a file: unexpected
+            _fail_unexpectedly()
+        _fail(f"{error.filename}: {error.strerror or error}", status=1)
+    except Exception:
+        _fail_unexpectedly()
     if skip_teardown:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
+
+
+def _fail_unexpectedly() -> None:
+    """Print the traceback of the exception being handled (a bug), then what DVC removed."""
+    traceback.print_exc()
+    removed = outputs_removed_by_dvc(os.environ)
+    if removed:
+        print(f"error: {removed}", file=sys.stderr)
+    sys.exit(1)
+
+
+def _fail(message: str, status: int) -> None:
+    """Print ``message`` as ``error:`` lines, then what DVC removed, if anything; exit."""
+    removed = outputs_removed_by_dvc(os.environ)
+    if status == INTERRUPTED_STATUS and not removed:
+        message += "; no output was changed"
+    for line in message.splitlines():
+        print(f"error: {line}", file=sys.stderr)
+    if removed:
+        print(f"error: {removed}", file=sys.stderr)
+    sys.exit(status)

@@ -23,6 +23,7 @@ import shutil
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import requests
@@ -32,7 +33,7 @@ from tqdm import tqdm
 from stages.atomic import atomic_outputs
 from stages.cifar import check_archive, file_md5
 from stages.cli import StageError, run_stage
-from stages.params import load_params
+from stages.params import LOCAL_COPY_VARIABLE, local_archive, read_params_file
 
 # Named, not __name__: run with -m, the module is __main__.
 logger = logging.getLogger("stages.download")
@@ -42,8 +43,6 @@ DEFAULT_BACKOFF_SECONDS = 1.0
 # Client errors that say "not now" rather than "never": worth a retry like a 5xx.
 RETRYABLE_CLIENT_STATUSES = frozenset({408, 429})
 CLIENT_ERRORS = range(400, 500)
-# A copy of the archive that params.yaml describes, for machines without the network.
-LOCAL_COPY_VARIABLE = "CIFAR10_ARCHIVE"
 OFFLINE_HINT = (
     f"offline, give a local copy of the archive: {LOCAL_COPY_VARIABLE}=/path/to/"
     "cifar-10-python.tar.gz dvc repro (params.yaml stays as it is)"
@@ -81,19 +80,24 @@ def verify(path: Path, source: str, expected_md5: str | None, md5: str) -> None:
 
 
 def use_local_archive(
-    archive: Path, destination: Path, expected_md5: str | None, *, setting: str = "data.archive"
+    archive: Path,
+    destination: Path,
+    expected_md5: str | None,
+    *,
+    setting: str = "data.archive",
+    before_commit: Callable[[], None] | None = None,
 ) -> str:
     """Copy ``archive`` to ``destination`` atomically once verified; return its md5.
 
     A copy rather than a link, because DVC moves the output into its cache. The checks
     run on the copy, so they vouch for the bytes actually written. ``setting`` is where
-    the path came from, for the messages.
+    the path came from, for the messages; ``before_commit`` as for ``atomic_outputs``.
     """
     if archive.is_dir():
         raise StageError(f"{setting} = {str(archive)!r}: a folder, not an archive file")
     if not archive.is_file():
         raise StageError(f"{setting} = {str(archive)!r}: no such file")
-    with atomic_outputs(destination) as (temporary,):
+    with atomic_outputs(destination, before_commit=before_commit) as (temporary,):
         shutil.copyfile(archive, temporary)
         md5 = file_md5(temporary)
         verify(temporary, str(archive), expected_md5, md5)
@@ -232,6 +236,7 @@ def download_with_resume(
     retries: int,
     timeout: float,
     backoff_seconds: float = DEFAULT_BACKOFF_SECONDS,
+    before_commit: Callable[[], None] | None = None,
 ) -> str:
     """Download ``url`` to ``destination`` and return its md5.
 
@@ -241,6 +246,7 @@ def download_with_resume(
     times, waiting ``backoff_seconds`` then twice as long each time; other 4xx answers and
     unresolvable host names fail at once. Bytes that fail verification are resumed (a
     body cut short) or fetched again once; if they fail again, they are deleted.
+    ``before_commit`` runs before the rename, as for ``atomic_outputs``.
     """
     if retries < 0:
         raise ValueError(f"retries must be >= 0, got {retries}")
@@ -264,6 +270,8 @@ def download_with_resume(
                 partial.unlink()
                 raise
             logger.warning("%s; asking for the rest, or all of it again", error)
+    if before_commit is not None:
+        before_commit()
     partial.replace(destination)
     return md5
 
@@ -273,16 +281,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--output", type=Path, required=True, help="archive destination")
     arguments = parser.parse_args()
-    params = load_params().data
+    params_file = read_params_file()
+    params = params_file.params.data
 
-    local_copy = os.environ.get(LOCAL_COPY_VARIABLE)
-    if params.archive is not None:
-        source = params.archive
-        md5 = use_local_archive(Path(params.archive), arguments.output, params.md5)
-    elif local_copy:
-        source = local_copy
+    local = local_archive(params, os.environ)
+    if local is not None:
+        path, setting = local
+        source = str(path)
         md5 = use_local_archive(
-            Path(local_copy), arguments.output, params.md5, setting=LOCAL_COPY_VARIABLE
+            path,
+            arguments.output,
+            params.md5,
+            setting=setting,
+            before_commit=params_file.check_unchanged,
         )
     else:
         source = params.url
@@ -292,6 +303,7 @@ def main() -> None:
             params.md5,
             retries=params.retries,
             timeout=params.timeout_seconds,
+            before_commit=params_file.check_unchanged,
         )
     check = (
         "matches data.md5"

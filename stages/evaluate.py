@@ -21,9 +21,11 @@ from stages.atomic import atomic_outputs, json_text
 from stages.cli import StageError, read_json, run_stage, upstream_error
 from stages.dataset import load_class_names, load_model_inputs
 from stages.inference import DenseNetwork, load_network
-from stages.params import load_params
+from stages.params import read_params_file
 
 PREDICTION_COLUMNS = ("index", "actual", "predicted", "confidence")
+HISTORY_SERIES = ("loss", "accuracy", "val_loss", "val_accuracy")
+SHA256_HEX_DIGITS = 64
 # The validation accuracy measured here and the one Keras logged for the kept epoch:
 # the same weights on the same images, up to float rounding near ties.
 VALIDATION_AGREEMENT = 0.002
@@ -74,37 +76,70 @@ def per_class_accuracy(
 class KeptModel:
     """What the train stage's summary and history say about the model it kept."""
 
-    parameters: int
+    weights_sha256: str  # of the kept weights, as stages.inference.weights_sha256 computes it
     epoch: int  # 1-based
     validation_accuracy: float  # as Keras logged it for that epoch
 
 
-def kept_model(summary: dict, history: dict, source: Path) -> KeptModel:
-    """Read the kept model's description from the train stage's summary and history."""
-    try:
-        epoch = int(summary["best_epoch"])
-        return KeptModel(
-            int(summary["total_parameters"]), epoch, float(history["val_accuracy"][epoch - 1])
+def _checked_history(history: dict, source: Path) -> dict[str, list[float]]:
+    """Return the history's series: finite numbers, one length, accuracies from 0 to 1."""
+    series = {name: history.get(name) for name in HISTORY_SERIES}
+    lengths = {len(values) for values in series.values() if isinstance(values, list)}
+    if len(lengths) != 1 or not all(isinstance(values, list) for values in series.values()):
+        raise upstream_error(
+            source, "train", f"expected the series {', '.join(HISTORY_SERIES)} of one length"
         )
-    except (KeyError, IndexError, TypeError, ValueError) as error:
-        raise upstream_error(source, "train", f"not the train stage's record ({error!r})") from None
+    for name, values in series.items():
+        for epoch, value in enumerate(values, start=1):
+            high = 1.0 if name.endswith("accuracy") else np.inf
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not np.isfinite(value)
+                or not 0 <= value <= high
+            ):
+                raise upstream_error(
+                    source,
+                    "train",
+                    f"{name} at epoch {epoch} is {value!r}, not a number from 0 to {high}",
+                )
+    return series
+
+
+def kept_model(summary: dict, history: dict, source: Path) -> KeptModel:
+    """Read the kept model's description from the train stage's summary and history.
+
+    ``source`` is the history file, named in errors; anything out of place (an epoch
+    outside the history, a value that is not a finite number) is refused.
+    """
+    accuracies = _checked_history(history, source)["val_accuracy"]
+    epoch, digest = summary.get("best_epoch"), summary.get("weights_sha256")
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 1 <= epoch <= len(accuracies):
+        raise upstream_error(
+            source,
+            "train",
+            f"best_epoch = {epoch!r} is not an epoch of it (1 to {len(accuracies)})",
+        )
+    if not isinstance(digest, str) or len(digest) != SHA256_HEX_DIGITS:
+        raise upstream_error(source, "train", f"weights_sha256 = {digest!r} is not a sha256")
+    return KeptModel(digest, epoch, accuracies[epoch - 1])
 
 
 def check_kept_model(
     network: DenseNetwork, kept: KeptModel, measured_accuracy: float, source: Path
 ) -> None:
-    """Refuse a model folder that is not the train stage's kept model."""
-    if network.parameter_count != kept.parameters:
+    """Refuse a model folder that is not the train stage's kept model, exactly."""
+    if network.weights_sha256 != kept.weights_sha256:
         raise StageError(
-            f"{source}: a model of {network.parameter_count:,} parameters, but the train "
-            f"stage's summary says {kept.parameters:,}: the folder does not hold the trained "
-            "model; run `dvc repro train`"
+            f"{source}: not the weights the train stage kept (their sha256 differs from its "
+            "summary's); run `dvc repro train`"
         )
+    # The same weights on the same images: only a history that is not theirs differs.
     if abs(measured_accuracy - kept.validation_accuracy) > VALIDATION_AGREEMENT:
         raise StageError(
             f"{source}: validation accuracy {measured_accuracy:.4f}, but training logged "
-            f"{kept.validation_accuracy:.4f} for the kept epoch {kept.epoch}: the weights are "
-            "not the kept epoch's; run `dvc repro train`"
+            f"{kept.validation_accuracy:.4f} for the kept epoch {kept.epoch}: the history is "
+            "not this model's; run `dvc repro train`"
         )
 
 
@@ -119,7 +154,8 @@ def main() -> None:
     parser.add_argument("--predictions", type=Path, required=True, help="predictions CSV")
     parser.add_argument("--per-class", type=Path, required=True, help="per-class accuracy CSV")
     arguments = parser.parse_args()
-    params = load_params().evaluate
+    params_file = read_params_file()
+    params = params_file.params.evaluate
 
     kept = kept_model(
         read_json(arguments.summary, "train"),
@@ -143,7 +179,11 @@ def main() -> None:
         "validation": {"accuracy": validation_accuracy, "epoch": kept.epoch},
     }
     outputs = (arguments.metrics, arguments.predictions, arguments.per_class)
-    with atomic_outputs(*outputs) as (metrics_file, predictions_file, per_class_file):
+    with atomic_outputs(*outputs, before_commit=params_file.check_unchanged) as (
+        metrics_file,
+        predictions_file,
+        per_class_file,
+    ):
         metrics_file.write_text(json_text(metrics))
         predictions_table(test.labels, probabilities, class_names).to_csv(
             predictions_file, index=False

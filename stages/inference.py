@@ -10,8 +10,9 @@ per process. tests/test_model.py checks the predictions against Keras' on both b
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,21 @@ ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
+def weights_sha256(kernels_and_biases: Iterable[tuple[np.ndarray, np.ndarray]]) -> str:
+    """Identify a network's weights exactly: sha256 over every layer's shapes and float32 values.
+
+    The train stage records it for the weights it keeps and evaluate recomputes it
+    from the saved folder: equal digests mean the very same weights.
+    """
+    digest = hashlib.sha256()
+    for pair in kernels_and_biases:
+        for values in pair:
+            array = np.ascontiguousarray(values, np.float32)
+            digest.update(repr(array.shape).encode())
+            digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
 @dataclass(frozen=True)
 class Dense:
     """One dense layer: activation(inputs @ kernel + bias)."""
@@ -65,6 +81,11 @@ class DenseNetwork:
     def parameter_count(self) -> int:
         """Trainable parameters, as Keras counts them."""
         return sum(layer.kernel.size + layer.bias.size for layer in self.layers)
+
+    @property
+    def weights_sha256(self) -> str:
+        """The digest of :func:`weights_sha256` for these layers."""
+        return weights_sha256((layer.kernel, layer.bias) for layer in self.layers)
 
     def predict(self, inputs: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """Class probabilities (float32) of uint8 inputs, ``batch_size`` rows at a time."""

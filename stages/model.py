@@ -23,7 +23,7 @@ from stages.dataset import (
     write_class_names,
     write_whitening,
 )
-from stages.inference import ARCHITECTURE_FILE, WEIGHTS_FILE
+from stages.inference import ARCHITECTURE_FILE, WEIGHTS_FILE, weights_sha256
 
 
 def build_model(
@@ -63,6 +63,15 @@ def layer_summary(model: keras.Model) -> dict[str, object]:
         ],
         "total_parameters": model.count_params(),
     }
+
+
+def dense_weights_sha256(model: keras.Model) -> str:
+    """Return :func:`stages.inference.weights_sha256` of the model's dense layers, in order."""
+    return weights_sha256(
+        (keras.ops.convert_to_numpy(layer.kernel), keras.ops.convert_to_numpy(layer.bias))
+        for layer in model.layers
+        if isinstance(layer, layers.Dense)
+    )
 
 
 def save_model(

@@ -5,22 +5,35 @@ bad value stops a stage before it does any work, with one line per problem that
 names the key, the value and what is allowed. Every number has the range a real run
 needs: a value that could only exhaust memory or time is refused up front.
 
-``python -m stages.params`` validates the file and nothing else: the ``params`` stage
-of dvc.yaml runs it whenever params.yaml changes, so a typo in a key that no stage
-reads still fails ``dvc repro``.
+The file is read as DVC reads it (YAML 1.2, ruamel.yaml's safe loader, duplicate keys
+refused), so a stage trains with the values that ``dvc.lock`` and ``dvc exp show`` record.
+
+``python -m stages.params`` is the ``params`` stage of dvc.yaml, which DVC runs before
+every other stage: it validates the whole file, so a typo in any key fails any
+``dvc repro``, and records what DVC cannot see of the archive the download stage will
+read (a local file replaced in place, with no md5 to pin it).
 """
 
 from __future__ import annotations
 
+import argparse
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from ruamel.yaml import YAML, YAMLError
+from ruamel.yaml.constructor import DuplicateKeyError
 
+from stages.atomic import atomic_outputs, json_text
 from stages.cli import StageError, run_stage
 
 PARAMS_FILE = Path("params.yaml")
+# A copy of the archive that params.yaml describes, for machines without the network.
+LOCAL_COPY_VARIABLE = "CIFAR10_ARCHIVE"
 
 # numpy's and scikit-learn's seeds are unsigned 32-bit integers.
 Seed = Annotated[int, Field(ge=0, lt=2**32, description="random seed")]
@@ -39,7 +52,9 @@ class DataParams(Section):
     md5: str | None = Field(
         pattern=r"^[0-9a-fA-F]{32}$", description="expected md5 of the archive; null: unchecked"
     )
-    archive: str | None = Field(description="a local copy to use instead of the URL")
+    archive: str | None = Field(
+        description="a local copy to use instead of the URL, as an absolute path"
+    )
     retries: int = Field(ge=0, le=20, description="download attempts after the first")
     timeout_seconds: float = Field(gt=0, le=600, description="network timeout per read")
 
@@ -48,6 +63,25 @@ class DataParams(Section):
     def _lowercase(cls, value: str | None) -> str | None:
         # md5sum prints lowercase; an uppercase copy of the same hash is the same hash.
         return None if value is None else value.lower()
+
+    @field_validator("archive")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_absolute(value)
+        return value
+
+
+def check_absolute(path: str) -> None:
+    """Refuse a relative archive path, saying what to write instead."""
+    if not Path(path).is_absolute():
+        # Queued and temporary experiments run in a copy of the repository under
+        # .dvc/tmp/exps/, where a relative path names another file (or none).
+        raise ValueError(
+            "a relative path, which names another file in the copy of the repository "
+            "that a queued experiment runs in; write it absolute, for example "
+            f"-S data.archive=$(realpath {path})"
+        )
 
 
 class PrepareParams(Section):
@@ -153,6 +187,23 @@ class ParamsError(StageError):
     """params.yaml is missing, unreadable or does not fit the schema."""
 
 
+def parse_params(text: str, source: str = str(PARAMS_FILE)) -> object:
+    """Parse params text exactly as DVC does: YAML 1.2 with ruamel.yaml's safe loader.
+
+    So ``seed: 010`` is 10, ``epochs: 1:05`` a string and ``1e-3`` a float, in the stages
+    as in ``dvc.lock``; a key given twice is an error rather than the last one winning.
+    """
+    try:
+        return YAML(typ="safe").load(text)
+    except DuplicateKeyError as error:
+        mark = error.problem_mark
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = (error.problem or "a duplicate key").removeprefix("found ")
+        raise ParamsError(f"{source}: {where}{problem}; give each key once") from None
+    except YAMLError as error:
+        raise ParamsError(f"{source}: not valid YAML: {error}".replace("\n", " ")) from None
+
+
 def _describe(error: dict[str, Any], source: str) -> str:
     key = ".".join(str(part) for part in error["loc"]) or "(top level)"
     if error["type"] == "missing":
@@ -174,20 +225,113 @@ def validate_params(raw: object, source: str = str(PARAMS_FILE)) -> Params:
         raise ParamsError("\n".join(lines)) from None
 
 
-def load_params(path: Path = PARAMS_FILE) -> Params:
-    """Read and validate the whole params file."""
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class ParamsFile:
+    """The validated params, and the bytes they were read from (by their digest)."""
+
+    path: Path
+    digest: str
+    params: Params
+
+    def check_unchanged(self) -> None:
+        """Refuse to go on if the file changed since it was read.
+
+        DVC records params.yaml's values when a stage ends, so outputs computed from
+        earlier values (a concurrent ``dvc exp run -S`` rewrites the file before it
+        finds the repository locked) must not be written.
+        """
+        try:
+            current = _digest(self.path.read_bytes())
+        except FileNotFoundError:
+            current = ""
+        if current != self.digest:
+            raise ParamsError(
+                f"{self.path} changed while the stage ran, so its results would not match "
+                "the params DVC records; nothing was written; run it again"
+            )
+
+
+def read_params_file(path: Path = PARAMS_FILE) -> ParamsFile:
+    """Read and validate the whole params file, keeping its digest."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ParamsError(f"{path}: no such file (run from the repository root)") from None
-    except yaml.YAMLError as error:
-        raise ParamsError(f"{path}: not valid YAML: {error}".replace("\n", " ")) from None
-    return validate_params(raw, str(path))
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as error:
+        raise ParamsError(f"{path}: not UTF-8 text ({error})") from None
+    params = validate_params(parse_params(text, str(path)), str(path))
+    return ParamsFile(path, _digest(data), params)
+
+
+def local_archive(data: DataParams, environ: Mapping[str, str]) -> tuple[Path, str] | None:
+    """Return the local archive the download stage reads and the setting naming it, or None.
+
+    ``data.archive`` first (another archive: a change of params), then the variable
+    CIFAR10_ARCHIVE (a copy of the archive params.yaml describes, for offline runs).
+    """
+    if data.archive is not None:
+        return Path(data.archive), "data.archive"
+    copy = environ.get(LOCAL_COPY_VARIABLE)
+    if copy:
+        try:
+            check_absolute(copy)
+        except ValueError as error:
+            raise ParamsError(f"{LOCAL_COPY_VARIABLE} = {copy!r}: {error}") from None
+        return Path(copy), LOCAL_COPY_VARIABLE
+    return None
+
+
+def archive_identity(data: DataParams, environ: Mapping[str, str]) -> dict[str, object]:
+    """Describe what tells the archive the download stage will read apart from another one.
+
+    With ``data.md5`` the md5 pins the content. Without it a local file is known by
+    what DVC's own state uses for files (size, modification time, inode): replacing
+    it changes this, so the download stage runs again. A URL without an md5 cannot be
+    watched offline.
+    """
+    if data.md5 is not None:
+        return {"md5": data.md5}
+    local = local_archive(data, environ)
+    if local is None:
+        return {"url": data.url}
+    path, _ = local
+    try:
+        status = path.stat()
+    except OSError:
+        return {"path": str(path), "missing": True}
+    return {
+        "path": str(path),
+        "bytes": status.st_size,
+        "modified_ns": status.st_mtime_ns,
+        "inode": status.st_ino,
+    }
+
+
+# The params stage's record that the whole file was valid: constant, so that stages
+# depending on it rerun for their own params only.
+VALID_RECORD = "params.yaml passed the schema of stages/params.py\n"
 
 
 def main() -> None:
-    """Validate params.yaml; print nothing when it is valid."""
-    load_params()
+    """Validate params.yaml; record that it was valid and what identifies the archive."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--valid", type=Path, required=True, help="record of a valid params.yaml")
+    parser.add_argument("--archive", type=Path, required=True, help="archive identity JSON")
+    arguments = parser.parse_args()
+    params_file = read_params_file()
+    identity = archive_identity(params_file.params.data, os.environ)
+    outputs = atomic_outputs(
+        arguments.valid, arguments.archive, before_commit=params_file.check_unchanged
+    )
+    with outputs as (valid_file, archive_file):
+        valid_file.write_text(VALID_RECORD)
+        archive_file.write_text(json_text(identity))
 
 
 if __name__ == "__main__":

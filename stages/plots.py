@@ -28,7 +28,7 @@ from stages.atomic import atomic_outputs
 from stages.cifar import IMAGE_SHAPE, Split
 from stages.cli import read_json, run_stage, upstream_error
 from stages.dataset import load_class_names, load_split
-from stages.params import PlotsParams, load_params
+from stages.params import PlotsParams, read_params_file
 
 GRID_COLUMNS = 5  # the assignment's 10 x 5 grids
 WRONG_COLOUR = "tab:red"
@@ -270,7 +270,8 @@ def main() -> None:
     parser.add_argument("--metrics", type=Path, required=True, help="evaluate's metrics JSON")
     parser.add_argument("--output", type=Path, required=True, help="figures folder")
     arguments = parser.parse_args()
-    params = load_params().plots
+    params_file = read_params_file()
+    params = params_file.params.plots
 
     metrics = read_json(arguments.metrics, "evaluate")
     try:
@@ -294,7 +295,7 @@ def main() -> None:
         class_names=load_class_names(arguments.prepared),
         params=params,
     )
-    with atomic_outputs(arguments.output) as (folder,):
+    with atomic_outputs(arguments.output, before_commit=params_file.check_unchanged) as (folder,):
         folder.mkdir()
         for name, figure in figures.items():
             # No date in the PNG metadata: the same inputs give the same bytes.

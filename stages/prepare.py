@@ -8,6 +8,7 @@ stages/dataset.py for the folder's layout).
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,10 @@ from stages.dataset import (
     Whitening,
     save_prepared,
 )
-from stages.params import PrepareParams, load_params
+from stages.params import PrepareParams, read_params_file
+
+# Named, not __name__: run with -m, the module is __main__.
+logger = logging.getLogger("stages.prepare")
 
 # Rows per float32 chunk when accumulating statistics: bounded memory, in cache.
 _CHUNK_ROWS = 1024
@@ -181,8 +185,10 @@ def main() -> None:
     parser.add_argument("--output", type=Path, required=True, help="prepared-data folder")
     parser.add_argument("--report", type=Path, required=True, help="data.json report")
     arguments = parser.parse_args()
-    params = load_params().prepare
+    params_file = read_params_file()
+    params = params_file.params.prepare
 
+    logger.info("reading %s", arguments.archive)
     archive = load_cifar_archive(arguments.archive)
     train, validation = split_dev(archive.dev, params.val_fraction, params.seed)
     splits: dict[SplitName, Split] = {
@@ -192,13 +198,17 @@ def main() -> None:
     }
     whitening = None
     if params.scaling == "zca":
+        logger.info("fitting ZCA whitening on %d train images", len(train.labels))
         whitening = fit_whitening(train.images, params.zca_epsilon)
         standardization = CODES_STANDARDIZATION
     else:
         standardization = compute_standardization(train.images, params.scaling)
     report = data_report(archive, splits, params, whitening)
 
-    with atomic_outputs(arguments.output, arguments.report) as (folder, report_file):
+    logger.info("writing %s", arguments.output)
+    with atomic_outputs(
+        arguments.output, arguments.report, before_commit=params_file.check_unchanged
+    ) as (folder, report_file):
         save_prepared(folder, splits, standardization, archive.class_names, whitening)
         report_file.write_text(json_text(report))
     sizes = ", ".join(f"{name} {len(split.labels)}" for name, split in splits.items())

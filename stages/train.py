@@ -37,8 +37,8 @@ from stages.dataset import (
     load_standardization,
     load_whitening,
 )
-from stages.model import build_model, layer_summary, save_model
-from stages.params import TrainParams, load_params
+from stages.model import build_model, dense_weights_sha256, layer_summary, save_model
+from stages.params import TrainParams, read_params_file
 
 # The assignment's check prints the softmax sum at two decimals: it must read 1.00.
 SOFTMAX_SUM_TOLERANCE = 0.005
@@ -176,6 +176,14 @@ def train(
     )
 
 
+def diverged_epoch(history: dict[str, list[float]]) -> tuple[int, float] | None:
+    """Return the first epoch (from 1) whose training loss is not finite, and that loss."""
+    for epoch, loss in enumerate(history["loss"], start=1):
+        if not np.isfinite(loss):
+            return epoch, loss
+    return None
+
+
 def main() -> None:
     """Train on the prepared data and write the model, the dvclive logs and the summaries."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -185,7 +193,8 @@ def main() -> None:
     parser.add_argument("--summary", type=Path, required=True, help="summary JSON to write")
     parser.add_argument("--history", type=Path, required=True, help="history JSON to write")
     arguments = parser.parse_args()
-    params = load_params().train
+    params_file = read_params_file()
+    params = params_file.params.train
     placement = distribution.set_up(params.distribute)
 
     standardization = load_standardization(arguments.prepared)
@@ -198,7 +207,11 @@ def main() -> None:
     )
     outputs = (arguments.model, arguments.live, arguments.summary, arguments.history)
     # Only process 0 logs and writes; the others train and leave no trace.
-    staging = atomic_outputs(*outputs) if placement.is_chief else contextlib.nullcontext()
+    staging = (
+        atomic_outputs(*outputs, before_commit=params_file.check_unchanged)
+        if placement.is_chief
+        else contextlib.nullcontext()
+    )
     with staging as staged:
         live = None
         if staged is not None:
@@ -212,6 +225,12 @@ def main() -> None:
             batch_size=batch_size,
             live=live,
         )
+        diverged = diverged_epoch(result.history)
+        if diverged is not None:
+            raise StageError(
+                f"training diverged: the loss is {diverged[1]} from epoch {diverged[0]} on; "
+                "lower train.learning_rate"
+            )
         if abs(result.first_sample_output_sum - 1.0) > SOFTMAX_SUM_TOLERANCE:
             raise StageError(
                 f"softmax output on the first training sample sums to "
@@ -227,6 +246,8 @@ def main() -> None:
             "first_sample_output_sum": round(result.first_sample_output_sum, 6),
             "best_epoch": result.best_epoch,
             "epochs_run": len(result.history["loss"]),
+            # Evaluate recomputes it from the saved folder: the very weights kept here.
+            "weights_sha256": dense_weights_sha256(result.model),
         }
         save_model(result.model, model_folder, class_names, load_whitening(arguments.prepared))
         summary_file.write_text(json_text(summary))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -10,29 +11,37 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
-import yaml
 
 from stages.cifar import file_md5
-from stages.params import Params, TrainParams, load_params, validate_params
+from stages.params import Params, TrainParams, parse_params, read_params_file, validate_params
+from tools.params_file import Changes, update_params_file
 from tools.synthetic_archive import make_synthetic_archive
 
 REPOSITORY = Path(__file__).resolve().parent.parent
-# What a project copy needs: the pipeline definition, its code and DVC's own config.
-PROJECT_FILES = (
-    "dvc.yaml",
-    "params.yaml",
-    ".dvcignore",
-    ".gitignore",
-    ".dvc/config",
-    ".dvc/.gitignore",
-)
+# What a project copy needs: the pipeline definition and its code, from the working
+# tree (what is under test)...
+PROJECT_FILES = ("dvc.yaml", ".dvcignore", ".gitignore", ".dvc/.gitignore")
 PROJECT_FOLDERS = ("stages",)
-Changes = Mapping[str, Mapping[str, object]]  # section -> key -> value
+# ...and the settings as committed, never the user's edits (an experiment applied, a
+# remote of their own): tests must not depend on them.
+COMMITTED_FILES = ("params.yaml", ".dvc/config")
+
+
+def committed_text(name: str) -> str:
+    """A file of this repository as committed at HEAD."""
+    return subprocess.run(
+        ["git", "show", f"HEAD:{name}"], cwd=REPOSITORY, capture_output=True, text=True, check=True
+    ).stdout
+
+
+def committed_raw_params() -> dict:
+    """The committed params.yaml, parsed as the stages and DVC parse it."""
+    return parse_params(committed_text("params.yaml"))
 
 
 def committed_params(changes: Changes | None = None) -> Params:
     """The committed params.yaml with ``changes`` applied, validated."""
-    raw = yaml.safe_load((REPOSITORY / "params.yaml").read_text())
+    raw = committed_raw_params()
     for section, values in (changes or {}).items():
         raw[section].update(values)
     return validate_params(raw)
@@ -46,32 +55,43 @@ def quick_train_params(**changes: object) -> TrainParams:
 
 def update_params(folder: Path, changes: Changes) -> None:
     """Change keys of ``folder``'s params.yaml (section -> key -> value)."""
-    path = folder / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    for section, values in changes.items():
-        params[section].update(values)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    update_params_file(folder / "params.yaml", changes)
 
 
 def write_params(folder: Path, changes: Changes | None = None) -> Path:
     """Write the committed params.yaml with ``changes`` into ``folder``; return the folder."""
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPOSITORY / "params.yaml", folder / "params.yaml")
+    (folder / "params.yaml").write_text(committed_text("params.yaml"))
     update_params(folder, changes or {})
-    load_params(folder / "params.yaml")  # the test's own params must be valid
+    read_params_file(folder / "params.yaml")  # the test's own params must be valid
     return folder
 
 
-def run(command: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run a command (dvc, git, python) in ``cwd`` with the venv's tools first on PATH."""
-    environment = dict(os.environ)
+def command_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment with the venv's tools first on PATH, for dvc, git, python."""
+    environment = {**os.environ, **(extra or {})}
     environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment['PATH']}"
     environment["DVC_NO_ANALYTICS"] = "1"
     for role in ("AUTHOR", "COMMITTER"):
         environment.setdefault(f"GIT_{role}_NAME", "pipeline tests")
         environment.setdefault(f"GIT_{role}_EMAIL", "tests@example.invalid")
+    return environment
+
+
+def run(
+    command: list[str],
+    cwd: Path,
+    check: bool = True,
+    environment: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run a command (dvc, git, python) in ``cwd``; ``environment`` adds variables."""
     result = subprocess.run(
-        command, cwd=cwd, env=environment, capture_output=True, text=True, check=False
+        command,
+        cwd=cwd,
+        env=command_environment(environment),
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if check and result.returncode != 0:
         pytest.fail(
@@ -122,6 +142,9 @@ def new_project(folder: Path, archive: Path, changes: Changes | None = None) -> 
     for name in PROJECT_FILES:
         (project / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPOSITORY / name, project / name)
+    for name in COMMITTED_FILES:
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text(committed_text(name))
     for name in PROJECT_FOLDERS:
         shutil.copytree(
             REPOSITORY / name, project / name, ignore=shutil.ignore_patterns("__pycache__")
@@ -179,3 +202,37 @@ def trained(tmp_path_factory: pytest.TempPathFactory, prepared: Path) -> Path:
     folder = link_prepared(tmp_path_factory.mktemp("trained"), prepared, {"train": QUICK_TRAIN})
     run_stage("train", train_arguments(), folder)
     return folder
+
+
+ALL_STAGES = ("params", "download", "prepare", "backprop", "train", "evaluate", "plots")
+# Quick but real: the default model on 200 dev images, a few epochs at a small batch.
+QUICK = {"train": {"epochs": 3, "batch_size": 16, "warmup_epochs": 0}}
+
+
+def stages_run(output: str) -> set[str]:
+    """Names of the stages a dvc repro/exp run actually ran."""
+    return set(re.findall(r"Running stage '([a-z_]+)'", output))
+
+
+def commit(project: Path, message: str) -> None:
+    """Commit everything in ``project``, as a user commits a baseline."""
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", message], project)
+
+
+@pytest.fixture(scope="session")
+def reproduced_once(tmp_path_factory: pytest.TempPathFactory, tiny_archive: Path) -> Path:
+    """A project copy after its first `dvc repro`, which must run every stage."""
+    project = new_project(tmp_path_factory.mktemp("reproduced"), tiny_archive, QUICK)
+    result = run(["dvc", "repro"], project)
+    assert stages_run(result.stdout) == set(ALL_STAGES)
+    return project
+
+
+@pytest.fixture
+def reproduced(tmp_path: Path, reproduced_once: Path) -> Path:
+    """A copy of the reproduced project (git, DVC cache and all) with a remote of its own."""
+    project = tmp_path / "project"
+    shutil.copytree(reproduced_once, project, symlinks=True)
+    use_remote(project, tmp_path / "remote")
+    return project

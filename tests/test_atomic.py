@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from stages.atomic import atomic_outputs, json_text, remove_leftovers
+from stages.cli import StageError
 
 
 def write_both(first: Path, second: Path, text: str) -> None:
@@ -97,3 +100,39 @@ def test_an_output_named_twice_is_refused(tmp_path: Path) -> None:
         atomic_outputs(tmp_path / "same", tmp_path / "same"),
     ):
         pass
+
+
+def test_a_failed_check_before_commit_changes_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "report.json"
+    target.write_text("old")
+
+    def params_changed() -> None:
+        raise StageError("params.yaml changed while the stage ran")
+
+    with (
+        pytest.raises(StageError, match="changed while the stage ran"),
+        atomic_outputs(target, before_commit=params_changed) as (temporary,),
+    ):
+        temporary.write_text("new")
+    assert target.read_text() == "old"
+    assert [path.name for path in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_a_run_still_writing_keeps_its_temporary_outputs(tmp_path: Path) -> None:
+    target = tmp_path / "prepared"
+    # Another run of the same stage, still going: its temporary folder is not a leftover.
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        in_progress = tmp_path / f".prepared.tmp-{writer.pid}-0a1b2c3d"
+        in_progress.mkdir()
+        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)  # fmt: skip
+        killed = tmp_path / f".prepared.tmp-{int(dead.stdout)}-4e5f6a7b"
+        killed.mkdir()
+        assert remove_leftovers(target) == [killed]
+        with atomic_outputs(target) as (temporary,):
+            temporary.mkdir()
+        assert sorted(path.name for path in tmp_path.iterdir()) == [in_progress.name, "prepared"]
+    finally:
+        writer.kill()
+        writer.wait()

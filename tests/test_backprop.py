@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-from conftest import REPOSITORY
+from conftest import committed_params, update_params, write_params
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -33,9 +31,8 @@ from stages.backprop import (
     sigmoid,
 )
 from stages.cli import StageError
-from stages.params import load_params
 
-DEFAULTS = load_params(REPOSITORY / "params.yaml").backprop
+DEFAULTS = committed_params().backprop
 
 # The notebook's printed output, as printed: its W1 gradient is 2 x 3 (transposed).
 PRINTED_W1 = [[1.76405235, 0.40015721], [0.97873798, 2.2408932], [1.86755799, -0.97727788]]
@@ -235,16 +232,13 @@ def test_a_rising_loss_is_a_failure() -> None:
 
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    shutil.copy(REPOSITORY / "params.yaml", tmp_path / "params.yaml")
+    write_params(tmp_path)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
 
 def set_backprop_params(workdir: Path, **changes: object) -> None:
-    path = workdir / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    params["backprop"].update(changes)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    update_params(workdir, {"backprop": changes})
 
 
 OUTPUTS = ["--report", "reports/backprop.json", "--loss-plot", "reports/backprop/loss.tsv"]

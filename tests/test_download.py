@@ -440,8 +440,9 @@ def test_a_local_copy_of_another_archive_is_refused(
 
 
 def test_command_line_error_is_one_line(tmp_path: Path) -> None:
-    write_params(tmp_path, {"data": {"archive": "missing.tar.gz"}})
+    missing = tmp_path / "missing.tar.gz"
+    write_params(tmp_path, {"data": {"archive": str(missing)}})
     result = run_stage("download", ["--output", "raw/archive.tar.gz"], tmp_path, check=False)
     assert result.returncode == 1
-    assert result.stderr == "error: data.archive = 'missing.tar.gz': no such file\n"
+    assert result.stderr == f"error: data.archive = '{missing}': no such file\n"
     assert not (tmp_path / "raw").exists()

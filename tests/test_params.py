@@ -3,18 +3,34 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import REPOSITORY, run_stage, write_params
+from conftest import (
+    committed_params,
+    committed_raw_params,
+    committed_text,
+    run_stage,
+    write_params,
+)
+from dvc.utils.serialize import parse_yaml as dvc_parse_yaml
 
-from stages.params import PARAMS_FILE, Params, ParamsError, load_params, validate_params
+from stages.params import (
+    LOCAL_COPY_VARIABLE,
+    VALID_RECORD,
+    Params,
+    ParamsError,
+    archive_identity,
+    parse_params,
+    read_params_file,
+    validate_params,
+)
 
 
 @pytest.fixture(scope="module")
 def raw_params() -> dict:
-    return yaml.safe_load((REPOSITORY / PARAMS_FILE).read_text())
+    return committed_raw_params()
 
 
 def with_change(raw: dict, section: str, key: str, value: object) -> dict:
@@ -24,7 +40,7 @@ def with_change(raw: dict, section: str, key: str, value: object) -> dict:
 
 
 def test_committed_params_are_valid() -> None:
-    load_params(REPOSITORY / PARAMS_FILE)
+    validate_params(committed_raw_params())
 
 
 @pytest.mark.parametrize(
@@ -93,19 +109,22 @@ def test_int_is_accepted_where_a_float_is_expected(raw_params: dict) -> None:
 
 def test_unreadable_files_are_reported(tmp_path: Path) -> None:
     with pytest.raises(ParamsError, match="no such file"):
-        load_params(tmp_path / "params.yaml")
+        read_params_file(tmp_path / "params.yaml")
     broken = tmp_path / "broken.yaml"
     broken.write_text("train: [unclosed\n")
     with pytest.raises(ParamsError, match="not valid YAML"):
-        load_params(broken)
+        read_params_file(broken)
+
+
+PARAMS_OUTPUTS = ["--valid", "out/valid.txt", "--archive", "out/archive.json"]
 
 
 def test_params_stage_fails_on_a_typo_in_a_key_no_stage_reads(tmp_path: Path) -> None:
     write_params(tmp_path)
-    assert run_stage("params", [], tmp_path).stderr == ""
+    assert run_stage("params", PARAMS_OUTPUTS, tmp_path).stderr == ""
     text = (tmp_path / "params.yaml").read_text().replace("  retries:", "  retires:")
     (tmp_path / "params.yaml").write_text(text)
-    result = run_stage("params", [], tmp_path, check=False)
+    result = run_stage("params", PARAMS_OUTPUTS, tmp_path, check=False)
     assert result.returncode == 1
     assert set(result.stderr.splitlines()) == {
         "error: params.yaml: data.retires is not a known key",
@@ -118,3 +137,130 @@ def test_every_key_is_described_in_the_schema() -> None:
     for section, field in sections.items():
         for key, entry in field.annotation.model_fields.items():
             assert entry.description, f"{section}.{key} has no description"
+
+
+def with_line(text: str, old: str, new: str) -> str:
+    assert old in text
+    return text.replace(old, new, 1)
+
+
+def committed_with_line(folder: Path, old: str, new: str) -> Path:
+    """The committed params.yaml, comments and all, with one line changed, in ``folder``."""
+    path = folder / "params.yaml"
+    path.write_text(with_line(committed_text("params.yaml"), old, new))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("  seed: 42                # weights", "  seed: 010               # weights", 10),
+        ("  epochs: 20 ", "  epochs: 1:05 ", "1:05"),
+        ("  learning_rate: 0.008 ", "  learning_rate: 1e-3 ", 0.001),
+        ("  restore_best_epoch: true ", "  restore_best_epoch: yes ", "yes"),
+    ],
+    ids=["leading zero", "sexagesimal", "exponent without a dot", "yes"],
+)
+def test_params_read_as_dvc_reads_them(old: str, new: str, expected: object) -> None:
+    text = with_line(committed_text("params.yaml"), old, new)
+    ours = parse_params(text)
+    # DVC's own reader of params.yaml, which dvc.lock and `dvc exp show` record.
+    theirs = dvc_parse_yaml(text, "params.yaml")
+    assert ours == theirs
+    key = old.split(":", maxsplit=1)[0].strip()
+    assert ours["train"][key] == expected
+
+
+def test_leading_zero_trains_with_the_value_dvc_records(tmp_path: Path) -> None:
+    path = committed_with_line(
+        tmp_path, "  seed: 42                # weights", "  seed: 010               # weights"
+    )
+    assert read_params_file(path).params.train.seed == 10
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        (
+            "  epochs: 20 ",
+            "  epochs: 1:05 ",
+            "train.epochs = '1:05': Input should be a valid integer",
+        ),
+        (
+            "  restore_best_epoch: true ",
+            "  restore_best_epoch: yes ",
+            "train.restore_best_epoch = 'yes': Input should be a valid boolean",
+        ),
+    ],
+)
+def test_yaml_1_1_spellings_are_refused_as_dvc_reads_them(
+    tmp_path: Path, old: str, new: str, message: str
+) -> None:
+    path = committed_with_line(tmp_path, old, new)
+    with pytest.raises(ParamsError) as caught:
+        read_params_file(path)
+    assert str(caught.value) == f"{path}: {message}"
+
+
+def test_a_key_given_twice_is_refused_in_one_line(tmp_path: Path) -> None:
+    path = committed_with_line(tmp_path, "  epochs: 20 ", "  epochs: 20\n  epochs: 30 ")
+    with pytest.raises(ParamsError) as caught:
+        read_params_file(path)
+    text = str(caught.value)
+    assert "\n" not in text
+    lines = path.read_text().splitlines()
+    line = 1 + next(
+        number for number, entry in enumerate(lines) if entry.startswith("  epochs: 30")
+    )
+    assert text.startswith(f'{path}: line {line}: duplicate key "epochs" with value "30"')
+    assert text.endswith("; give each key once")
+
+
+def test_a_relative_archive_path_is_refused_with_what_to_write(raw_params: dict) -> None:
+    with pytest.raises(ParamsError) as caught:
+        validate_params(with_change(raw_params, "data", "archive", "../data/cifar.tar.gz"))
+    assert str(caught.value) == (
+        "params.yaml: data.archive = '../data/cifar.tar.gz': a relative path, which names "
+        "another file in the copy of the repository that a queued experiment runs in; write "
+        "it absolute, for example -S data.archive=$(realpath ../data/cifar.tar.gz)"
+    )
+
+
+def test_a_file_changed_after_it_was_read_is_refused(tmp_path: Path) -> None:
+    path = write_params(tmp_path) / "params.yaml"
+    params_file = read_params_file(path)
+    params_file.check_unchanged()
+    path.write_text(path.read_text().replace("epochs: 20", "epochs: 2"))
+    with pytest.raises(ParamsError, match=r"params\.yaml changed while the stage ran"):
+        params_file.check_unchanged()
+
+
+def test_the_archive_is_identified_by_md5_or_by_the_local_files_state(tmp_path: Path) -> None:
+    archive = tmp_path / "archive.tar.gz"
+    archive.write_bytes(b"first")
+    pinned = committed_params().data
+    assert archive_identity(pinned, {}) == {"md5": pinned.md5}
+    assert archive_identity(pinned, {LOCAL_COPY_VARIABLE: str(archive)}) == {"md5": pinned.md5}
+
+    unpinned = committed_params({"data": {"md5": None, "archive": str(archive)}}).data
+    before = archive_identity(unpinned, {})
+    assert before["path"] == str(archive)
+    assert before == archive_identity(unpinned, {})
+    replacement = tmp_path / "replacement"
+    replacement.write_bytes(b"other")
+    replacement.replace(archive)
+    assert archive_identity(unpinned, {}) != before
+
+    from_url = committed_params({"data": {"md5": None}}).data
+    assert archive_identity(from_url, {}) == {"url": from_url.url}
+    assert archive_identity(from_url, {LOCAL_COPY_VARIABLE: str(archive)})["path"] == str(archive)
+    with pytest.raises(ParamsError, match=rf"{LOCAL_COPY_VARIABLE} = 'x.tar.gz': a relative"):
+        archive_identity(from_url, {LOCAL_COPY_VARIABLE: "x.tar.gz"})
+
+
+def test_params_stage_records_a_valid_file_and_the_archive_identity(tmp_path: Path) -> None:
+    write_params(tmp_path)
+    run_stage("params", PARAMS_OUTPUTS, tmp_path)
+    assert (tmp_path / "out" / "valid.txt").read_text() == VALID_RECORD
+    identity = json.loads((tmp_path / "out" / "archive.json").read_text())
+    assert identity == {"md5": committed_params().data.md5}

@@ -20,7 +20,7 @@ from conftest import (
 from stages.cifar import Split
 from stages.dataset import load_model_inputs, load_standardization
 from stages.inference import load_network
-from stages.train import make_optimizer, train
+from stages.train import diverged_epoch, make_optimizer, train
 
 
 def learning_rates(params_changes: dict, steps_per_epoch: int, steps: list[int]) -> list[float]:
@@ -155,3 +155,11 @@ def test_a_failed_run_leaves_no_output_behind(project: Path) -> None:
     assert result.stderr.startswith("error: data/prepared/")
     assert "run `dvc repro prepare`" in result.stderr
     assert not (project / "out").exists()
+
+
+def test_a_loss_that_is_not_finite_is_found_at_its_first_epoch() -> None:
+    assert diverged_epoch({"loss": [2.3, 1.9, 1.7]}) is None
+    epoch, loss = diverged_epoch({"loss": [2.3, float("nan"), float("inf")]})
+    assert epoch == 2
+    assert np.isnan(loss)
+    assert diverged_epoch({"loss": [2.3, float("inf")]}) == (2, float("inf"))

@@ -1,0 +1,216 @@
+"""The stages' promises kept the way DVC runs them, with real dvc commands on project copies.
+
+DVC deletes a stage's outputs before running it, reads params.yaml as YAML 1.2, lets a
+second `dvc exp run` rewrite params.yaml while a run goes on, and cannot see a local
+archive that no md5 pins. Each test makes one of those happen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import signal
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import (
+    QUICK,
+    TRAIN_OUTPUTS,
+    command_environment,
+    commit,
+    run,
+    stages_run,
+    update_params,
+)
+
+from tools.synthetic_archive import synthetic_members, write_archive
+
+pytestmark = pytest.mark.slow
+
+PREPARE_OUTPUTS = ("data/prepared", "reports/data.json")
+
+
+def restore_line(stage: str, outputs: tuple[str, ...]) -> str:
+    """The line a failed stage ends with under DVC (outputs as dvc.lock lists them)."""
+    return (
+        f"error: DVC removed {', '.join(sorted(outputs))} before running {stage}; "
+        f"`dvc checkout {stage}` puts back the versions dvc.lock records"
+    )
+
+
+def file_hashes(project: Path, outputs: tuple[str, ...]) -> dict[str, str]:
+    """The md5 of every file of ``outputs`` (files or folders), by path."""
+    files = [
+        path
+        for output in outputs
+        for path in (
+            [project / output] if (project / output).is_file() else (project / output).rglob("*")
+        )
+        if path.is_file()
+    ]
+    return {
+        str(path.relative_to(project)): hashlib.md5(
+            path.read_bytes(), usedforsecurity=False
+        ).hexdigest()
+        for path in files
+    }
+
+
+def start(command: list[str], project: Path) -> subprocess.Popen[str]:
+    """Start ``command`` in a session of its own, as a terminal's foreground job."""
+    return subprocess.Popen(
+        command,
+        cwd=project,
+        env=command_environment({"PYTHONUNBUFFERED": "1"}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def read_until(process: subprocess.Popen[str], prefix: str) -> None:
+    """Read the process's output until a line starts with ``prefix``."""
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith(prefix):
+            return
+    pytest.fail(f"no line starting with {prefix!r}: the run ended first")
+
+
+def press_ctrl_c(process: subprocess.Popen[str]) -> list[str]:
+    """Send SIGINT to the whole job, as Ctrl-C in a terminal does; return the rest of its output."""
+    os.killpg(process.pid, signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    return output.splitlines()
+
+
+def test_a_failed_train_stage_says_what_dvc_removed_and_checkout_restores_it(
+    reproduced: Path,
+) -> None:
+    commit(reproduced, "baseline")
+    before = file_hashes(reproduced, TRAIN_OUTPUTS)
+    update_params(reproduced, {"train": {"distribute": "data_parallel"}})
+    bad_settings = {"KERAS_DISTRIBUTION_JOB_ADDRESSES": "127.0.0.1:1",
+                    "KERAS_DISTRIBUTION_NUM_PROCESSES": "abc",
+                    "KERAS_DISTRIBUTION_PROCESS_ID": "0"}  # fmt: skip
+    result = run(["dvc", "repro"], reproduced, check=False, environment=bad_settings)
+    assert result.returncode != 0
+    lines = result.stderr.splitlines()
+    assert "error: KERAS_DISTRIBUTION_NUM_PROCESSES = 'abc': must be a whole number" in lines
+    assert restore_line("train", TRAIN_OUTPUTS) in lines
+    assert not (reproduced / "data" / "model").exists()
+
+    run(["dvc", "checkout", "train"], reproduced)
+    assert file_hashes(reproduced, TRAIN_OUTPUTS) == before
+    assert run(["git", "status", "--porcelain"], reproduced).stdout == " M params.yaml\n"
+
+
+def test_ctrl_c_in_train_under_dvc_says_what_dvc_removed_and_checkout_restores_it(
+    reproduced: Path,
+) -> None:
+    commit(reproduced, "baseline")
+    before = file_hashes(reproduced, TRAIN_OUTPUTS)
+    update_params(reproduced, {"train": {"epochs": 300}})
+    process = start(["dvc", "repro"], reproduced)
+    read_until(process, "Epoch 2/")
+    lines = press_ctrl_c(process)
+    assert process.returncode != 0
+    assert "error: interrupted" in lines
+    assert restore_line("train", TRAIN_OUTPUTS) in lines
+
+    run(["dvc", "checkout", "train"], reproduced)
+    assert file_hashes(reproduced, TRAIN_OUTPUTS) == before
+
+
+def test_ctrl_c_in_prepare_under_dvc_says_what_dvc_removed_and_checkout_restores_it(
+    reproduced: Path,
+) -> None:
+    commit(reproduced, "baseline")
+    before = file_hashes(reproduced, PREPARE_OUTPUTS)
+    update_params(reproduced, {"prepare": {"zca_epsilon": 0.5}})
+    process = start(["dvc", "repro"], reproduced)
+    read_until(process, "stages.prepare: fitting ZCA whitening")
+    lines = press_ctrl_c(process)
+    assert "error: interrupted" in lines
+    assert restore_line("prepare", PREPARE_OUTPUTS) in lines
+
+    run(["dvc", "checkout", "prepare"], reproduced)
+    assert file_hashes(reproduced, PREPARE_OUTPUTS) == before
+
+
+def write_archive_with_a_bad_label(path: Path) -> None:
+    """An archive whose gzip, tar and members are sound, with a label outside 0-9 inside."""
+    members = synthetic_members(images_per_batch=40, seed=1)
+    batch = pickle.loads(members["data_batch_3"])
+    batch[b"labels"][0] = 12
+    members["data_batch_3"] = pickle.dumps(batch, protocol=2)
+    write_archive(path, members)
+
+
+def test_a_local_archive_replaced_in_place_reruns_download_and_a_failed_prepare_is_restorable(
+    make_project: Callable[..., Path], tmp_path: Path
+) -> None:
+    archive = tmp_path / "local.tar.gz"
+    write_archive(archive, synthetic_members(images_per_batch=40, seed=0))
+    project = make_project(data={"archive": str(archive), "md5": None}, **QUICK)
+    run(["dvc", "repro"], project)
+    commit(project, "baseline")
+    before = file_hashes(project, PREPARE_OUTPUTS)
+
+    # No md5 pins the archive: DVC itself cannot see that the file changed.
+    write_archive_with_a_bad_label(archive)
+    result = run(["dvc", "repro"], project, check=False)
+    assert {"params", "download", "prepare"} <= stages_run(result.stdout)
+    lines = result.stderr.splitlines()
+    assert any("label 12 is outside 0-9" in line for line in lines), result.stderr
+    assert restore_line("prepare", PREPARE_OUTPUTS) in lines
+
+    run(["dvc", "checkout", "prepare"], project)
+    assert file_hashes(project, PREPARE_OUTPUTS) == before
+
+
+def test_an_experiment_with_earlier_params_takes_train_from_the_run_cache(
+    reproduced: Path,
+) -> None:
+    commit(reproduced, "baseline: 3 epochs")
+    four = run(["dvc", "exp", "run", "-S", "train.epochs=4"], reproduced)
+    assert "train" in stages_run(four.stdout)
+    three_again = run(["dvc", "exp", "run", "-S", "train.epochs=3"], reproduced)
+    assert "train" not in stages_run(three_again.stdout)
+    assert "Stage 'train' is cached - skipping run, checking out outputs" in three_again.stdout
+
+
+def test_params_rewritten_by_a_concurrent_exp_run_fail_the_stage_and_nothing_is_recorded(
+    reproduced: Path,
+) -> None:
+    commit(reproduced, "baseline")
+    # Long enough to outlast the few seconds DVC waits for its lock.
+    update_params(reproduced, {"train": {"epochs": 600}})
+    lock = (reproduced / "dvc.lock").read_bytes()
+    process = start(["dvc", "repro"], reproduced)
+    read_until(process, "Epoch 2/")
+    # It rewrites params.yaml, then finds the repository locked by the run going on.
+    concurrent = run(["dvc", "exp", "run", "-S", "train.epochs=2"], reproduced, check=False)
+    assert concurrent.returncode != 0
+    assert "epochs: 2\n" in (reproduced / "params.yaml").read_text()
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode != 0
+    assert (
+        "error: params.yaml changed while the stage ran, so its results would not match the "
+        "params DVC records; nothing was written; run it again"
+    ) in output.splitlines()
+    assert (reproduced / "dvc.lock").read_bytes() == lock
+
+
+@pytest.mark.parametrize("target", ["train", "prepare", "backprop"])
+def test_a_typo_fails_a_repro_of_any_stage(reproduced: Path, target: str) -> None:
+    params = reproduced / "params.yaml"
+    params.write_text(params.read_text().replace("train:\n", "train:\n  epoch: 30\n", 1))
+    result = run(["dvc", "repro", target], reproduced, check=False)
+    assert result.returncode != 0
+    assert "error: params.yaml: train.epoch is not a known key" in result.stderr.splitlines()
+    assert f"Running stage '{target}'" not in result.stdout

@@ -17,11 +17,9 @@ import os
 import sys
 import tempfile
 import traceback
-import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
 from ruamel.yaml import YAML, YAMLError
 
 # Ctrl-C's exit status, as shells report it: 128 + SIGINT.
@@ -48,16 +46,6 @@ def read_json(path: Path, stage: str) -> dict:
     if not isinstance(content, dict):
         raise upstream_error(path, stage, f"expected a JSON object, got {type(content).__name__}")
     return content
-
-
-def load_array(path: Path, stage: str) -> np.ndarray:
-    """Load a ``.npy`` array that ``stage`` writes (never a pickle)."""
-    try:
-        return np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise upstream_error(path, stage) from None
-    except (ValueError, EOFError, OSError, zipfile.BadZipFile) as error:
-        raise upstream_error(path, stage, f"unreadable or truncated ({error})") from None
 
 
 # What native libraries print at start-up that a user has no use for: TensorFlow's and

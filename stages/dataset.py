@@ -13,6 +13,7 @@ whitening) and ``classes.json``.
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -20,7 +21,7 @@ from typing import Literal
 import numpy as np
 
 from stages.cifar import FEATURES, Split
-from stages.cli import load_array, upstream_error
+from stages.cli import upstream_error
 
 SplitName = Literal["train", "validation", "test"]
 STAGE = "prepare"
@@ -111,6 +112,16 @@ class Whitening:
             np.clip(np.rint(chunk, out=chunk), 0, 255, out=chunk)
             codes[start : start + len(chunk)] = chunk
         return codes
+
+
+def load_array(path: Path, stage: str) -> np.ndarray:
+    """Load a ``.npy`` array that ``stage`` writes (never a pickle)."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise upstream_error(path, stage) from None
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile) as error:
+        raise upstream_error(path, stage, f"unreadable or truncated ({error})") from None
 
 
 def _split_files(directory: Path, split: SplitName) -> tuple[Path, Path, Path]:

@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+# DVC's plots page with vega inlined, set in .dvc/config.local: `dvc plots show` offline.
+PLOTS_TEMPLATE := $(VENV)/share/dvc-plots-offline.html
 # dvc.yaml's commands call `python`: make it the environment's.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
@@ -14,10 +16,12 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 venv: $(INSTALLED)
 
 # requirements.lock pins every transitive dependency; pyproject.toml pins the direct ones.
-$(INSTALLED): pyproject.toml requirements.lock
+$(INSTALLED): pyproject.toml requirements.lock tools/offline_plots.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip==26.3
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[dev]"
+	$(BIN)/python -m tools.offline_plots --output $(PLOTS_TEMPLATE)
+	$(BIN)/dvc config --local plots.html_template $(abspath $(PLOTS_TEMPLATE))
 	touch $@
 
 # Offline: `make repro ARCHIVE=path/to/cifar-10-python.tar.gz` uses a local copy of the

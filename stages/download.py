@@ -44,8 +44,9 @@ DEFAULT_BACKOFF_SECONDS = 1.0
 RETRYABLE_CLIENT_STATUSES = frozenset({408, 429})
 CLIENT_ERRORS = range(400, 500)
 OFFLINE_HINT = (
-    f"offline, give a local copy of the archive: {LOCAL_COPY_VARIABLE}=/path/to/"
-    "cifar-10-python.tar.gz dvc repro (params.yaml stays as it is)"
+    "offline, give a local copy of the archive: make repro ARCHIVE=/path/to/"
+    f"cifar-10-python.tar.gz (which runs {LOCAL_COPY_VARIABLE}=/path/to/cifar-10-python.tar.gz "
+    "dvc repro in the project's .venv; params.yaml stays as it is)"
 )
 # A body can end early without the server saying so (no Content-Length): resume it, or
 # fetch it again, once before giving up on an archive that fails its checks.
@@ -67,7 +68,9 @@ def check_md5(source: str, expected: str | None, got: str) -> None:
     """Raise ChecksumError unless ``got`` equals ``expected`` (None skips the check)."""
     if expected is not None and got != expected:
         raise ChecksumError(
-            f"{source}: md5 mismatch: expected {expected} (data.md5), got {got}; nothing was kept"
+            f"{source}: md5 mismatch: expected {expected} (data.md5), got {got}; nothing was "
+            "kept; to use another archive, set both keys: dvc exp run -S data.archive="
+            f"/absolute/path/to/it -S data.md5={got}"
         )
 
 

@@ -174,9 +174,10 @@ def main() -> None:
     test = load_model_inputs(arguments.prepared, "test")
     probabilities = network.predict(test.images, params.batch_size)
 
+    # Validation first: experiments are chosen by it, and `dvc exp show` keeps this order.
     metrics = {
-        "test": compute_test_metrics(test.labels, probabilities, len(class_names)),
         "validation": {"accuracy": validation_accuracy, "epoch": kept.epoch},
+        "test": compute_test_metrics(test.labels, probabilities, len(class_names)),
     }
     outputs = (arguments.metrics, arguments.predictions, arguments.per_class)
     with atomic_outputs(*outputs, before_commit=params_file.check_unchanged) as (

@@ -257,7 +257,7 @@ def run_summary(metrics: dict, figures: Path, count: int) -> str:
         f"kept model (epoch {validation['epoch']}): validation accuracy "
         f"{validation['accuracy']:.4f}, test accuracy {test['accuracy']:.4f}\n"
         "see them all: dvc plots show (then open dvc_plots/index.html); "
-        "compare runs: dvc exp show --only-changed"
+        "compare runs: dvc exp show (README.md, Everyday use, 3. Compare)"
     )
 
 

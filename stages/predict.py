@@ -40,6 +40,19 @@ def read_image(path: Path) -> np.ndarray:
     return np.asarray(picture, np.uint8).reshape(FEATURES)
 
 
+# Decimals a probability may take so that it does not read as 0% or 100% when it is not.
+MAX_PERCENT_DECIMALS = 6
+
+
+def percent(probability: float) -> str:
+    """Format a probability with one decimal, or with as many more as keep it off 0% and 100%."""
+    for decimals in range(1, MAX_PERCENT_DECIMALS + 1):
+        text = f"{probability:.{decimals}%}"
+        if not 0 < probability < 1 or text not in (f"{0:.{decimals}%}", f"{1:.{decimals}%}"):
+            return text
+    return text
+
+
 def top_classes(
     classifier: Classifier, images: np.ndarray, count: int
 ) -> list[list[tuple[str, float]]]:
@@ -69,7 +82,7 @@ def main() -> None:
     for path, classes in zip(
         arguments.images, top_classes(classifier, images, arguments.top), strict=True
     ):
-        shown = ", ".join(f"{name} {probability:.1%}" for name, probability in classes)
+        shown = ", ".join(f"{name} {percent(probability)}" for name, probability in classes)
         print(f"{path}: {shown}")
 
 

@@ -18,30 +18,23 @@ from tools.params_file import Changes, update_params_file
 from tools.synthetic_archive import make_synthetic_archive
 
 REPOSITORY = Path(__file__).resolve().parent.parent
-# What a project copy needs: the pipeline definition and its code, from the working
-# tree (what is under test)...
-PROJECT_FILES = ("dvc.yaml", ".dvcignore", ".gitignore", ".dvc/.gitignore")
+# The tests' own params.yaml: never the user's, which an applied experiment or another
+# archive may have changed (and committed as a baseline).
+TEST_PARAMS = REPOSITORY / "tests" / "params.yaml"
+# What a project copy needs from this one: the pipeline definition and its code. Its
+# DVC configuration is its own too (tests/conftest.py new_project), not the user's remote.
+PROJECT_FILES = ("dvc.yaml", ".dvcignore", ".gitignore")
 PROJECT_FOLDERS = ("stages",)
-# ...and the settings as committed, never the user's edits (an experiment applied, a
-# remote of their own): tests must not depend on them.
-COMMITTED_FILES = ("params.yaml", ".dvc/config")
 
 
-def committed_text(name: str) -> str:
-    """A file of this repository as committed at HEAD."""
-    return subprocess.run(
-        ["git", "show", f"HEAD:{name}"], cwd=REPOSITORY, capture_output=True, text=True, check=True
-    ).stdout
+def raw_params_for_tests() -> dict:
+    """The tests' params.yaml, parsed as the stages and DVC parse it."""
+    return parse_params(TEST_PARAMS.read_text(), str(TEST_PARAMS))
 
 
-def committed_raw_params() -> dict:
-    """The committed params.yaml, parsed as the stages and DVC parse it."""
-    return parse_params(committed_text("params.yaml"))
-
-
-def committed_params(changes: Changes | None = None) -> Params:
-    """The committed params.yaml with ``changes`` applied, validated."""
-    raw = committed_raw_params()
+def params_for_tests(changes: Changes | None = None) -> Params:
+    """The tests' params with ``changes`` applied, validated."""
+    raw = raw_params_for_tests()
     for section, values in (changes or {}).items():
         raw[section].update(values)
     return validate_params(raw)
@@ -50,7 +43,7 @@ def committed_params(changes: Changes | None = None) -> Params:
 def quick_train_params(**changes: object) -> TrainParams:
     """Train params for tests: the committed ones, small and quick, with ``changes``."""
     quick = {**QUICK_TRAIN, **changes}
-    return committed_params({"train": quick}).train
+    return params_for_tests({"train": quick}).train
 
 
 def update_params(folder: Path, changes: Changes) -> None:
@@ -59,9 +52,9 @@ def update_params(folder: Path, changes: Changes) -> None:
 
 
 def write_params(folder: Path, changes: Changes | None = None) -> Path:
-    """Write the committed params.yaml with ``changes`` into ``folder``; return the folder."""
+    """Write the tests' params.yaml with ``changes`` into ``folder``; return the folder."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "params.yaml").write_text(committed_text("params.yaml"))
+    shutil.copy(TEST_PARAMS, folder / "params.yaml")
     update_params(folder, changes or {})
     read_params_file(folder / "params.yaml")  # the test's own params must be valid
     return folder
@@ -142,14 +135,16 @@ def new_project(folder: Path, archive: Path, changes: Changes | None = None) -> 
     for name in PROJECT_FILES:
         (project / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPOSITORY / name, project / name)
-    for name in COMMITTED_FILES:
-        (project / name).parent.mkdir(parents=True, exist_ok=True)
-        (project / name).write_text(committed_text(name))
+    shutil.copy(TEST_PARAMS, project / "params.yaml")
     for name in PROJECT_FOLDERS:
         shutil.copytree(
             REPOSITORY / name, project / name, ignore=shutil.ignore_patterns("__pycache__")
         )
     run(["git", "init", "-q", "-b", "main"], project)
+    run(["dvc", "init", "-q"], project)
+    # As this repository's own .dvc/config sets them, less its remote (use_remote below).
+    run(["dvc", "config", "core.autostage", "true"], project)
+    run(["dvc", "config", "core.analytics", "false"], project)
     update_params(
         project, {"data": {"archive": str(archive), "md5": file_md5(archive)}, **(changes or {})}
     )
@@ -160,8 +155,8 @@ def new_project(folder: Path, archive: Path, changes: Changes | None = None) -> 
 
 
 def use_remote(project: Path, remote: Path) -> None:
-    """Point the project's DVC remote at ``remote``, in its untracked local config."""
-    run(["dvc", "remote", "modify", "--local", "local", "url", str(remote)], project)
+    """Make ``remote`` (a folder) the project's default DVC remote, in its local config."""
+    run(["dvc", "remote", "add", "--local", "--default", "--force", "local", str(remote)], project)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import committed_params, update_params, write_params
+from conftest import params_for_tests, update_params, write_params
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -32,7 +32,7 @@ from stages.backprop import (
 )
 from stages.cli import StageError
 
-DEFAULTS = committed_params().backprop
+DEFAULTS = params_for_tests().backprop
 
 # The notebook's printed output, as printed: its W1 gradient is 2 x 3 (transposed).
 PRINTED_W1 = [[1.76405235, 0.40015721], [0.97873798, 2.2408932], [1.86755799, -0.97727788]]

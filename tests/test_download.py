@@ -286,7 +286,7 @@ def test_an_unresolvable_host_fails_at_once(
     assert str(caught.value).startswith(
         "http://cifar.invalid/x.tar.gz: cannot resolve cifar.invalid"
     )
-    assert f"{LOCAL_COPY_VARIABLE}=/path/to/cifar-10-python.tar.gz dvc repro" in str(caught.value)
+    assert "make repro ARCHIVE=/path/to/cifar-10-python.tar.gz" in str(caught.value)
     assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
 
 
@@ -307,7 +307,7 @@ def test_unreachable_server_points_to_a_local_copy(tmp_path: Path) -> None:
     message = str(caught.value)
     assert "after 3 attempt(s)" in message
     assert "Connection refused" in message
-    assert f"{LOCAL_COPY_VARIABLE}=/path/to/cifar-10-python.tar.gz dvc repro" in message
+    assert "make repro ARCHIVE=/path/to/cifar-10-python.tar.gz" in message
     assert "\n" not in message
     assert list(tmp_path.iterdir()) == []
 
@@ -434,8 +434,13 @@ def test_a_local_copy_of_another_archive_is_refused(
 ) -> None:
     write_params(tmp_path, {"data": {"md5": WRONG_MD5}})
     monkeypatch.setenv(LOCAL_COPY_VARIABLE, str(archive))
-    with pytest.raises(StageError, match=f"^{archive}: md5 mismatch: expected {WRONG_MD5}"):
+    with pytest.raises(StageError) as caught:
         download.main()
+    assert str(caught.value) == (
+        f"{archive}: md5 mismatch: expected {WRONG_MD5} (data.md5), got {PAYLOAD_MD5}; nothing "
+        "was kept; to use another archive, set both keys: dvc exp run -S data.archive="
+        f"/absolute/path/to/it -S data.md5={PAYLOAD_MD5}"
+    )
     assert not run_main.exists()
 
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 from conftest import (
-    committed_params,
-    committed_raw_params,
-    committed_text,
+    REPOSITORY,
+    TEST_PARAMS,
+    params_for_tests,
+    raw_params_for_tests,
     run_stage,
     write_params,
 )
@@ -30,7 +32,7 @@ from stages.params import (
 
 @pytest.fixture(scope="module")
 def raw_params() -> dict:
-    return committed_raw_params()
+    return raw_params_for_tests()
 
 
 def with_change(raw: dict, section: str, key: str, value: object) -> dict:
@@ -40,7 +42,11 @@ def with_change(raw: dict, section: str, key: str, value: object) -> dict:
 
 
 def test_committed_params_are_valid() -> None:
-    validate_params(committed_raw_params())
+    committed = subprocess.run(
+        ["git", "show", "HEAD:params.yaml"], cwd=REPOSITORY, capture_output=True, text=True,
+        check=True,
+    ).stdout  # fmt: skip
+    validate_params(parse_params(committed))
 
 
 @pytest.mark.parametrize(
@@ -144,37 +150,35 @@ def with_line(text: str, old: str, new: str) -> str:
     return text.replace(old, new, 1)
 
 
-def committed_with_line(folder: Path, old: str, new: str) -> Path:
-    """The committed params.yaml, comments and all, with one line changed, in ``folder``."""
+def params_with_line(folder: Path, old: str, new: str) -> Path:
+    """The tests' params.yaml, as written, with one line changed, in ``folder``."""
     path = folder / "params.yaml"
-    path.write_text(with_line(committed_text("params.yaml"), old, new))
+    path.write_text(with_line(TEST_PARAMS.read_text(), old, new))
     return path
 
 
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        ("  seed: 42                # weights", "  seed: 010               # weights", 10),
-        ("  epochs: 20 ", "  epochs: 1:05 ", "1:05"),
-        ("  learning_rate: 0.008 ", "  learning_rate: 1e-3 ", 0.001),
-        ("  restore_best_epoch: true ", "  restore_best_epoch: yes ", "yes"),
+        ("train:\n  seed: 42\n", "train:\n  seed: 010\n", 10),
+        ("  epochs: 20\n", "  epochs: 1:05\n", "1:05"),
+        ("  learning_rate: 0.008\n", "  learning_rate: 1e-3\n", 0.001),
+        ("  restore_best_epoch: true\n", "  restore_best_epoch: yes\n", "yes"),
     ],
     ids=["leading zero", "sexagesimal", "exponent without a dot", "yes"],
 )
 def test_params_read_as_dvc_reads_them(old: str, new: str, expected: object) -> None:
-    text = with_line(committed_text("params.yaml"), old, new)
+    text = with_line(TEST_PARAMS.read_text(), old, new)
     ours = parse_params(text)
     # DVC's own reader of params.yaml, which dvc.lock and `dvc exp show` record.
     theirs = dvc_parse_yaml(text, "params.yaml")
     assert ours == theirs
-    key = old.split(":", maxsplit=1)[0].strip()
+    key = old.removeprefix("train:\n").split(":", maxsplit=1)[0].strip()
     assert ours["train"][key] == expected
 
 
 def test_leading_zero_trains_with_the_value_dvc_records(tmp_path: Path) -> None:
-    path = committed_with_line(
-        tmp_path, "  seed: 42                # weights", "  seed: 010               # weights"
-    )
+    path = params_with_line(tmp_path, "train:\n  seed: 42\n", "train:\n  seed: 010\n")
     assert read_params_file(path).params.train.seed == 10
 
 
@@ -182,13 +186,13 @@ def test_leading_zero_trains_with_the_value_dvc_records(tmp_path: Path) -> None:
     ("old", "new", "message"),
     [
         (
-            "  epochs: 20 ",
-            "  epochs: 1:05 ",
+            "  epochs: 20\n",
+            "  epochs: 1:05\n",
             "train.epochs = '1:05': Input should be a valid integer",
         ),
         (
-            "  restore_best_epoch: true ",
-            "  restore_best_epoch: yes ",
+            "  restore_best_epoch: true\n",
+            "  restore_best_epoch: yes\n",
             "train.restore_best_epoch = 'yes': Input should be a valid boolean",
         ),
     ],
@@ -196,14 +200,14 @@ def test_leading_zero_trains_with_the_value_dvc_records(tmp_path: Path) -> None:
 def test_yaml_1_1_spellings_are_refused_as_dvc_reads_them(
     tmp_path: Path, old: str, new: str, message: str
 ) -> None:
-    path = committed_with_line(tmp_path, old, new)
+    path = params_with_line(tmp_path, old, new)
     with pytest.raises(ParamsError) as caught:
         read_params_file(path)
     assert str(caught.value) == f"{path}: {message}"
 
 
 def test_a_key_given_twice_is_refused_in_one_line(tmp_path: Path) -> None:
-    path = committed_with_line(tmp_path, "  epochs: 20 ", "  epochs: 20\n  epochs: 30 ")
+    path = params_with_line(tmp_path, "  epochs: 20\n", "  epochs: 20\n  epochs: 30\n")
     with pytest.raises(ParamsError) as caught:
         read_params_file(path)
     text = str(caught.value)
@@ -238,11 +242,11 @@ def test_a_file_changed_after_it_was_read_is_refused(tmp_path: Path) -> None:
 def test_the_archive_is_identified_by_md5_or_by_the_local_files_state(tmp_path: Path) -> None:
     archive = tmp_path / "archive.tar.gz"
     archive.write_bytes(b"first")
-    pinned = committed_params().data
+    pinned = params_for_tests().data
     assert archive_identity(pinned, {}) == {"md5": pinned.md5}
     assert archive_identity(pinned, {LOCAL_COPY_VARIABLE: str(archive)}) == {"md5": pinned.md5}
 
-    unpinned = committed_params({"data": {"md5": None, "archive": str(archive)}}).data
+    unpinned = params_for_tests({"data": {"md5": None, "archive": str(archive)}}).data
     before = archive_identity(unpinned, {})
     assert before["path"] == str(archive)
     assert before == archive_identity(unpinned, {})
@@ -251,7 +255,7 @@ def test_the_archive_is_identified_by_md5_or_by_the_local_files_state(tmp_path: 
     replacement.replace(archive)
     assert archive_identity(unpinned, {}) != before
 
-    from_url = committed_params({"data": {"md5": None}}).data
+    from_url = params_for_tests({"data": {"md5": None}}).data
     assert archive_identity(from_url, {}) == {"url": from_url.url}
     assert archive_identity(from_url, {LOCAL_COPY_VARIABLE: str(archive)})["path"] == str(archive)
     with pytest.raises(ParamsError, match=rf"{LOCAL_COPY_VARIABLE} = 'x.tar.gz': a relative"):
@@ -263,4 +267,4 @@ def test_params_stage_records_a_valid_file_and_the_archive_identity(tmp_path: Pa
     run_stage("params", PARAMS_OUTPUTS, tmp_path)
     assert (tmp_path / "out" / "valid.txt").read_text() == VALID_RECORD
     identity = json.loads((tmp_path / "out" / "archive.json").read_text())
-    assert identity == {"md5": committed_params().data.md5}
+    assert identity == {"md5": params_for_tests().data.md5}

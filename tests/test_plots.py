@@ -126,6 +126,6 @@ def test_the_run_ends_with_the_kept_models_figures_and_where_to_look() -> None:
         "kept model (epoch 27): validation accuracy 0.5901, test accuracy 0.5812",
         (
             "see them all: dvc plots show (then open dvc_plots/index.html); "
-            "compare runs: dvc exp show --only-changed"
+            "compare runs: dvc exp show (README.md, Everyday use, 3. Compare)"
         ),
     ]

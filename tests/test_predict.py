@@ -12,7 +12,7 @@ from PIL import Image
 from stages.cifar import IMAGE_SHAPE
 from stages.dataset import load_model_inputs, load_split
 from stages.inference import load_classifier
-from stages.predict import read_image, top_classes
+from stages.predict import percent, read_image, top_classes
 
 
 def save_png(path: Path, row: np.ndarray) -> Path:
@@ -72,3 +72,14 @@ def test_unreadable_images_are_one_line(
     assert result.returncode == 1
     assert result.stderr.startswith(f"error: {path}: {message}")
     assert result.stderr.count("\n") == 1
+
+
+PERCENTS = [(0.4328, "43.3%"), (0.99996, "99.996%"), (0.9996, "99.96%"), (1.0, "100.0%"),
+            (0.00004, "0.004%"), (0.0, "0.0%"), (1 - 1e-7, "99.99999%")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("probability", "shown"), PERCENTS)
+def test_a_probability_never_reads_as_certain_when_it_is_not(
+    probability: float, shown: str
+) -> None:
+    assert percent(probability) == shown

@@ -62,10 +62,23 @@ def write_params(folder: Path, changes: Changes | None = None) -> Path:
     return folder
 
 
-def run(command: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run a command (dvc, git, python) in ``cwd`` with the venv's tools first on PATH."""
+def command_environment() -> dict[str, str]:
+    """The environment of commands the tests run: this checkout's code, the venv's tools.
+
+    ``stages`` comes from this checkout wherever a command runs (an installed copy may
+    be another checkout's); a project copy's own ``stages`` folder still comes first.
+    """
     environment = dict(os.environ)
     environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment['PATH']}"
+    environment["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(REPOSITORY), environment.get("PYTHONPATH")])
+    )
+    return environment
+
+
+def run(command: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a command (dvc, git, python) in ``cwd`` with the venv's tools first on PATH."""
+    environment = command_environment()
     environment["DVC_NO_ANALYTICS"] = "1"
     for role in ("AUTHOR", "COMMITTER"):
         environment.setdefault(f"GIT_{role}_NAME", "pipeline tests")
@@ -86,6 +99,34 @@ def run_stage(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m stages.<stage> arguments`` in ``cwd``, as dvc.yaml does."""
     return run([sys.executable, "-m", f"stages.{stage}", *arguments], cwd, check=check)
+
+
+def peak_memory_mib(code: str, address_space_mib: int = 1024) -> tuple[str, float]:
+    """Run Python ``code`` in a fresh interpreter; return what it printed and its peak, in MiB.
+
+    The peak is the child's own high-water mark of resident memory (VmHWM), which starts
+    afresh at exec: getrusage's ru_maxrss, for the child itself or as this process's
+    RUSAGE_CHILDREN, carries over the size of the process it was forked from. The
+    child's address space is capped, so code that would exhaust the machine fails with
+    MemoryError instead, and the test with it.
+    """
+    limit = address_space_mib << 20
+    script = (
+        f"import resource\nresource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))\n{code}\n"
+        "from pathlib import Path\n"
+        "print(Path('/proc/self/status').read_text().split('VmHWM:')[1].split()[0])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env=command_environment(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"the measured code failed:\n{result.stderr}")
+    output, _, peak_kib = result.stdout.rstrip("\n").rpartition("\n")
+    return output, int(peak_kib) / 1024
 
 
 @pytest.fixture(scope="session")

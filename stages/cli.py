@@ -27,6 +27,11 @@ class StageError(Exception):
     """An expected failure (bad input, bad params, failed check) reported in one line."""
 
 
+def one_line(text: object) -> str:
+    """Join the lines of a message (a library's error, say) into one."""
+    return " ".join(str(text).split())
+
+
 def upstream_error(path: Path, stage: str, problem: str = "missing") -> StageError:
     """Build the error for an input, written by ``stage``, that is missing or damaged."""
     return StageError(f"{path}: {problem}; run `dvc repro {stage}` to write it again")

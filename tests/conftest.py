@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -9,10 +10,14 @@ import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 import yaml
 
-from stages.cifar import file_md5
+from stages.cifar import CLASS_NAMES, FEATURES, file_md5
+from stages.dataset import WHITENING_FILE, Whitening, write_class_names, write_whitening
+from stages.inference import ARCHITECTURE_FILE, WEIGHTS_FILE
 from stages.params import Params, TrainParams, load_params, validate_params
 from tools.synthetic_archive import make_synthetic_archive
 
@@ -190,6 +195,60 @@ def make_project(tmp_path: Path, tiny_archive: Path) -> Callable[..., Path]:
         return new_project(tmp_path, tiny_archive, changes)
 
     return factory
+
+
+def write_model_folder(folder: Path, hidden_units: tuple[int, ...] = (4,), seed: int = 0) -> Path:
+    """A model folder as stages/model.py saves one (with dropout and ZCA whitening)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    layers: list[dict] = [
+        {"class_name": "InputLayer", "config": {"batch_shape": [None, FEATURES], "name": "pixels"}},
+        {
+            "class_name": "Normalization",
+            "config": {
+                "name": "standardize",
+                "axis": [-1],
+                "mean": rng.uniform(100, 150, FEATURES).astype(np.float32).tolist(),
+                "variance": rng.uniform(1000, 4000, FEATURES).astype(np.float32).tolist(),
+            },
+        },
+    ]
+    widths = [FEATURES, *hidden_units, len(CLASS_NAMES)]
+    names = [f"hidden_{index}" for index in range(1, len(hidden_units) + 1)] + ["output"]
+    with h5py.File(folder / WEIGHTS_FILE, "w") as weights:
+        weights.create_group("layers/normalization/vars").attrs["name"] = "standardize"
+        for index, (name, inputs, units) in enumerate(
+            zip(names, widths[:-1], widths[1:], strict=True)
+        ):
+            activation = "softmax" if name == "output" else "relu"
+            layers.append(
+                {
+                    "class_name": "Dense",
+                    "config": {"name": name, "units": units, "activation": activation},
+                }
+            )
+            variables = weights.create_group(f"layers/dense{f'_{index}' if index else ''}/vars")
+            variables.attrs["name"] = name
+            kernel = rng.normal(0, 1 / np.sqrt(inputs), (inputs, units))
+            variables["0"] = kernel.astype(np.float32)
+            variables["1"] = rng.normal(0, 0.1, units).astype(np.float32)
+            if name != "output":
+                layers.append({"class_name": "Dropout", "config": {"name": f"drop_{index}"}})
+    model = {"class_name": "Sequential", "config": {"name": "mlp", "layers": layers}}
+    (folder / ARCHITECTURE_FILE).write_text(json.dumps(model, indent=2) + "\n")
+    write_class_names(folder, CLASS_NAMES)
+    components = np.linalg.qr(rng.normal(size=(FEATURES, 3)))[0].T.astype(np.float32)
+    write_whitening(
+        folder / WHITENING_FILE,
+        Whitening(
+            rng.uniform(100, 150, FEATURES).astype(np.float32),
+            np.ascontiguousarray(components),
+            np.array([-1.0, -0.5, -0.1], np.float32),
+            0.3,
+            std=2.0,
+        ),
+    )
+    return folder
 
 
 QUICK_TRAIN = {"epochs": 2, "hidden_units": [32, 16], "batch_size": 16}

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from stages.interrupt import INTERRUPTED_MESSAGE, INTERRUPTED_STATUS, restore_interrupt
+
 
 class StageError(Exception):
     """An expected failure (bad input, bad params, failed check) reported in one line."""
@@ -175,6 +177,7 @@ def run_stage(main: Callable[[], None], *, skip_teardown: bool = False) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     logging.getLogger("stages").setLevel(logging.INFO)
     quiet_logs()
+    restore_interrupt()
     try:
         main()
     except StageError as error:
@@ -182,8 +185,8 @@ def run_stage(main: Callable[[], None], *, skip_teardown: bool = False) -> None:
             print(f"error: {line}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
-        print("error: interrupted; no output was changed", file=sys.stderr)
-        sys.exit(130)
+        print(INTERRUPTED_MESSAGE, file=sys.stderr)
+        sys.exit(INTERRUPTED_STATUS)
     except OSError as error:
         if error.filename is None:  # not about a file: unexpected, keep the traceback
             raise

@@ -16,6 +16,11 @@ archive (a change of data, so an experiment of its own).
 
 from __future__ import annotations
 
+from stages.interrupt import exit_quietly_on_interrupt
+
+if __name__ == "__main__":
+    exit_quietly_on_interrupt()  # first: the imports below take up to seconds
+
 import argparse
 import functools
 import hashlib

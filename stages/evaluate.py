@@ -9,6 +9,11 @@ train stage wrote.
 
 from __future__ import annotations
 
+from stages.interrupt import exit_quietly_on_interrupt
+
+if __name__ == "__main__":
+    exit_quietly_on_interrupt()  # first: the imports below take up to seconds
+
 import argparse
 from dataclasses import dataclass
 from pathlib import Path

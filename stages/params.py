@@ -12,6 +12,11 @@ reads still fails ``dvc repro``.
 
 from __future__ import annotations
 
+from stages.interrupt import exit_quietly_on_interrupt
+
+if __name__ == "__main__":
+    exit_quietly_on_interrupt()  # first: the imports below take up to seconds
+
 import itertools
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self

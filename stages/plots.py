@@ -9,6 +9,11 @@ check, a wrong one red and marked with a cross, so colour is never the only cue.
 
 from __future__ import annotations
 
+from stages.interrupt import exit_quietly_on_interrupt
+
+if __name__ == "__main__":
+    exit_quietly_on_interrupt()  # first: the imports below take up to seconds
+
 import argparse
 import io
 import math

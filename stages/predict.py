@@ -15,6 +15,11 @@ any image could not be read.
 
 from __future__ import annotations
 
+from stages.interrupt import exit_quietly_on_interrupt
+
+if __name__ == "__main__":
+    exit_quietly_on_interrupt()  # first: the imports below take up to seconds
+
 import argparse
 import struct
 import warnings

@@ -7,6 +7,11 @@ stages/dataset.py for the folder's layout).
 
 from __future__ import annotations
 
+from stages.interrupt import exit_quietly_on_interrupt
+
+if __name__ == "__main__":
+    exit_quietly_on_interrupt()  # first: the imports below take up to seconds
+
 import argparse
 import math
 from pathlib import Path

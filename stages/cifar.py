@@ -23,6 +23,7 @@ import pickletools
 import reprlib
 import stat
 import tarfile
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,7 +173,8 @@ _STAND_INS: Mapping[tuple[str, str], object] = {
     ("numpy", "ndarray"): _PickledArray,
     ("numpy", "dtype"): _PickledDtype,
 }
-# What a hostile pickle can make the unpickler or the stand-ins raise.
+# What a hostile pickle can make the unpickler or the stand-ins raise; Python warns of
+# invalid escapes in protocol 0 strings (and will refuse them), raised here as errors.
 _UNPICKLING_ERRORS = (
     pickle.UnpicklingError,
     EOFError,
@@ -182,6 +184,7 @@ _UNPICKLING_ERRORS = (
     KeyError,
     IndexError,
     OverflowError,
+    DeprecationWarning,
 )
 
 
@@ -256,8 +259,10 @@ def restricted_loads(data: bytes) -> object:
     as bytes; anything else the format does not use raises ``pickle.UnpicklingError``.
     """
     try:
-        _check_opcodes(data)
-        return _RestrictedUnpickler(data).load()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DeprecationWarning)
+            _check_opcodes(data)
+            return _RestrictedUnpickler(data).load()
     except _UNPICKLING_ERRORS as error:
         if isinstance(error, pickle.UnpicklingError):
             raise

@@ -113,7 +113,7 @@ def peak_memory_mib(code: str, address_space_mib: int = 1024) -> tuple[str, floa
     afresh at exec: getrusage's ru_maxrss, for the child itself or as this process's
     RUSAGE_CHILDREN, carries over the size of the process it was forked from. The
     child's address space is capped, so code that would exhaust the machine fails with
-    MemoryError instead, and the test with it.
+    MemoryError instead, and the test with it; code that would never end, with a timeout.
     """
     limit = address_space_mib << 20
     script = (
@@ -127,6 +127,7 @@ def peak_memory_mib(code: str, address_space_mib: int = 1024) -> tuple[str, floa
         capture_output=True,
         text=True,
         check=False,
+        timeout=60,  # code that would wait forever (on a pipe, say) fails the test instead
     )
     if result.returncode != 0:
         pytest.fail(f"the measured code failed:\n{result.stderr}")

@@ -344,13 +344,13 @@ def test_a_url_given_as_the_name_is_shown_as_it_is(tmp_path: Path) -> None:
 
 
 def test_devices_and_pipes_are_not_archives(tmp_path: Path) -> None:
+    # In a child: read as files, /dev/zero would never end, nor would a pipe nobody writes.
     pipe = tmp_path / "pipe"
     os.mkfifo(pipe)
     for path in (Path("/dev/zero"), pipe):
-        with pytest.raises(
-            ArchiveError, match=r": not a regular file \(a device, pipe or socket\)"
-        ):
-            load_cifar_archive(path)
+        output, peak = measure_load(path)
+        assert output == f"{path}: not a regular file (a device, pipe or socket)"
+        assert peak < CHILD_PEAK_MIB, peak
 
 
 def test_a_file_larger_than_an_archive_can_be_is_refused_unread(tmp_path: Path) -> None:
@@ -701,53 +701,73 @@ SOURCES: dict[str, tuple[bytes, list[int]]] = {
 }
 
 
+Edit = tuple[str, int, int | bytes]  # kind, position, value
+
+
 @st.composite
-def mutated(draw: st.DrawFn, source: str) -> bytes:
-    """A source with a few bytes flipped, replaced, deleted or inserted, or cut short."""
+def edits(draw: st.DrawFn, source: str) -> list[Edit]:
+    """A few edits of a source: flipped, replaced, deleted or inserted bytes, or a cut.
+
+    Edits, not the edited bytes, are what hypothesis shows of a failing example.
+    """
     data, positions = SOURCES[source]
-    changed = bytearray(data)
+    chosen = []
     for _ in range(draw(st.integers(1, 3))):
-        if draw(st.booleans()):
-            position = draw(st.sampled_from(positions)) % len(changed)
-        else:
-            position = draw(st.integers(0, len(changed) - 1))
+        position = draw(st.sampled_from(positions) | st.integers(0, len(data) - 1))
         kind = draw(st.sampled_from(["flip", "replace", "delete", "insert", "cut"]))
-        if kind == "flip":
-            changed[position] ^= 1 << draw(st.integers(0, 7))
-        elif kind == "replace":
-            changed[position] = draw(st.integers(0, 255))
-        elif kind == "delete":
-            del changed[position : position + draw(st.integers(1, 16))]
-        elif kind == "insert":
-            changed[position:position] = draw(st.binary(min_size=1, max_size=16))
-        else:
-            del changed[position:]
-        if not changed:
+        value = draw(
+            st.binary(min_size=1, max_size=16) if kind == "insert" else st.integers(0, 255)
+        )
+        chosen.append((kind, position, value))
+    return chosen
+
+
+def edited(source: str, changes: Sequence[Edit]) -> bytes:
+    data = bytearray(SOURCES[source][0])
+    for kind, position, value in changes:
+        if not data:
             break
-    return bytes(changed)
+        at = position % len(data)  # earlier edits may have made it shorter
+        if kind == "flip":
+            data[at] ^= 1 << (value % 8)
+        elif kind == "replace":
+            data[at] = value
+        elif kind == "delete":
+            del data[at : at + 1 + value % 16]
+        elif kind == "insert":
+            data[at:at] = value
+        else:
+            del data[at:]
+    return bytes(data)
 
 
 @settings(max_examples=150, deadline=None)
-@given(data=mutated("archive") | st.binary(max_size=64))
-def test_any_compressed_bytes_give_the_archive_itself_or_one_error(data: bytes) -> None:
+@given(changes=edits("archive"))
+def test_any_compressed_bytes_give_the_archive_itself_or_one_error(changes: list[Edit]) -> None:
     # The gzip CRC covers every byte of the tar: nothing but the original can be read.
+    check_exact_or_refused(edited("archive", changes), lambda: reference_read(SMALL_ARCHIVE))
+
+
+@settings(max_examples=50, deadline=None)
+@given(data=st.binary(max_size=256))
+def test_arbitrary_bytes_are_one_error(data: bytes) -> None:
     check_exact_or_refused(data, lambda: reference_read(SMALL_ARCHIVE))
 
 
 @settings(max_examples=150, deadline=None)
-@given(tar=mutated("tar"))
-def test_any_tar_gives_what_it_holds_or_one_error(tar: bytes) -> None:
-    compressed = gzip.compress(tar, mtime=0)
+@given(changes=edits("tar"))
+def test_any_tar_gives_what_it_holds_or_one_error(changes: list[Edit]) -> None:
+    compressed = gzip.compress(edited("tar", changes), mtime=0)
     check_exact_or_refused(compressed, lambda: reference_read(compressed))
 
 
 @settings(max_examples=200, deadline=None)
 @given(
     changed=st.sampled_from([TRAIN_BATCHES[0], TEST_BATCH, META_FILE]).flatmap(
-        lambda name: st.tuples(st.just(name), mutated(name))
+        lambda name: st.tuples(st.just(name), edits(name))
     )
 )
-def test_any_pickle_gives_what_it_holds_or_one_error(changed: tuple[str, bytes]) -> None:
-    name, pickled = changed
-    compressed = tar_gz(entries_of({**SMALL_MEMBERS, name: pickled}))
+def test_any_pickle_gives_what_it_holds_or_one_error(changed: tuple[str, list[Edit]]) -> None:
+    name, changes = changed
+    compressed = tar_gz(entries_of({**SMALL_MEMBERS, name: edited(name, changes)}))
     check_exact_or_refused(compressed, lambda: reference_read(compressed))

@@ -143,13 +143,10 @@ def _resumes_at(response: requests.Response, offset: int) -> bool:
     ).startswith(f"bytes {offset}-")
 
 
-def _too_large(url: str, partial: Path, max_bytes: int, what: str) -> StageError:
+def _too_large(url: str, partial: Path, problem: str) -> StageError:
     """Delete ``partial`` and build the error for a body larger than an archive can be."""
     partial.unlink(missing_ok=True)
-    return StageError(
-        f"{url}: {what}, more than the {max_bytes >> 20} MiB a CIFAR-10 archive can be; "
-        "nothing was kept; check data.url in params.yaml"
-    )
+    return StageError(f"{url}: {problem}; nothing was kept; check data.url in params.yaml")
 
 
 def _fetch_once(
@@ -194,7 +191,12 @@ def _fetch_once(
         length = response.headers.get("Content-Length", "")
         total = offset + int(length) if length.isdigit() else None
         if total is not None and total > max_bytes:
-            raise _too_large(url, partial, max_bytes, f"the server announces {total:,} bytes")
+            raise _too_large(
+                url,
+                partial,
+                f"the server announces {total:,} bytes, more than the {max_bytes >> 20} MiB a "
+                "CIFAR-10 archive can be",
+            )
         received = offset
         with (
             partial.open("ab" if resuming else "wb") as file,
@@ -220,7 +222,11 @@ def _fetch_once(
                 file.write(chunk)
                 progress.update(len(chunk))
         if received > max_bytes:
-            raise _too_large(url, partial, max_bytes, "the server sent more than that")
+            raise _too_large(
+                url,
+                partial,
+                f"the body goes on past {max_bytes >> 20} MiB, more than a CIFAR-10 archive can be",
+            )
     return digest.hexdigest()
 
 

@@ -220,8 +220,8 @@ def test_a_body_that_never_ends_is_cut_off_and_deleted(
     with pytest.raises(StageError) as caught:
         fetch(server, output, md5=md5, max_bytes=bound)
     assert str(caught.value) == (
-        f"{server.url}: the server sent more than that, more than the {bound >> 20} MiB a "
-        "CIFAR-10 archive can be; nothing was kept; check data.url in params.yaml"
+        f"{server.url}: the body goes on past {bound >> 20} MiB, more than a CIFAR-10 archive "
+        "can be; nothing was kept; check data.url in params.yaml"
     )
     assert server.ranges == [None]  # not retried
     assert list(tmp_path.iterdir()) == []

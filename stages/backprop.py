@@ -9,6 +9,11 @@ comparison must stay within its tolerance in params.yaml, or the stage writes no
 
 from __future__ import annotations
 
+from stages.interrupt import exit_quietly_on_interrupt
+
+if __name__ == "__main__":
+    exit_quietly_on_interrupt()  # first: the imports below take seconds
+
 import argparse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass

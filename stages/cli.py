@@ -14,6 +14,7 @@ import importlib.machinery
 import json
 import logging
 import os
+import stat
 import sys
 import tempfile
 import traceback
@@ -22,26 +23,60 @@ from pathlib import Path
 
 from ruamel.yaml import YAML, YAMLError
 
-# Ctrl-C's exit status, as shells report it: 128 + SIGINT.
-INTERRUPTED_STATUS = 130
+from stages.interrupt import INTERRUPTED_STATUS, restore_interrupt
 
 
 class StageError(Exception):
     """An expected failure (bad input, bad params, failed check) reported in one line."""
 
 
-def upstream_error(path: Path, stage: str, problem: str = "missing") -> StageError:
-    """Build the error for an input, written by ``stage``, that is missing or damaged."""
+# The JSON files stages write (summaries, histories, metrics) are kilobytes.
+MAX_JSON_BYTES = 16 << 20
+
+
+def one_line(text: object) -> str:
+    """Join the lines of a message (a library's error, say) into one."""
+    return " ".join(str(text).split())
+
+
+def upstream_error(path: Path, stage: str | None, problem: str = "missing") -> StageError:
+    """Build the error for an input, written by ``stage``, that is missing or damaged.
+
+    ``stage`` None: a file the user named, which no stage of the pipeline wrote for it.
+    """
+    problem = one_line(problem)
+    if stage is None:
+        return StageError(f"{path}: {problem}")
     return StageError(f"{path}: {problem}; run `dvc repro {stage}` to write it again")
+
+
+def regular_file_size(path: Path, stage: str | None) -> int:
+    """Return the size of a file that ``stage`` writes; refuse it missing or not a plain file.
+
+    A device or a pipe could be read forever.
+    """
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        raise upstream_error(path, stage) from None
+    if not stat.S_ISREG(status.st_mode):
+        raise upstream_error(path, stage, "not a regular file")
+    return status.st_size
+
+
+def read_small_file(path: Path, max_bytes: int, stage: str | None) -> bytes:
+    """Read a plain file that ``stage`` writes, refusing it unread if over ``max_bytes``."""
+    size = regular_file_size(path, stage)
+    if size > max_bytes:
+        raise upstream_error(path, stage, f"{size:,} bytes, more than the {max_bytes:,} it can be")
+    return path.read_bytes()
 
 
 def read_json(path: Path, stage: str) -> dict:
     """Read a JSON object that ``stage`` writes."""
     try:
-        content = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise upstream_error(path, stage) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        content = json.loads(read_small_file(path, MAX_JSON_BYTES, stage))
+    except (ValueError, RecursionError) as error:  # not JSON, not UTF-8, too deeply nested
         raise upstream_error(path, stage, f"not valid JSON ({error})") from None
     if not isinstance(content, dict):
         raise upstream_error(path, stage, f"expected a JSON object, got {type(content).__name__}")
@@ -159,6 +194,7 @@ def run_stage(main: Callable[[], None], *, skip_teardown: bool = False) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     logging.getLogger("stages").setLevel(logging.INFO)
     quiet_logs()
+    restore_interrupt()
     try:
         main()
     except StageError as error:

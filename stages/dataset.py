@@ -13,6 +13,8 @@ whitening) and ``classes.json``.
 from __future__ import annotations
 
 import json
+import math
+import tokenize
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,7 @@ from typing import Literal
 import numpy as np
 
 from stages.cifar import FEATURES, Split
-from stages.cli import upstream_error
+from stages.cli import MAX_JSON_BYTES, read_small_file, upstream_error
 
 SplitName = Literal["train", "validation", "test"]
 STAGE = "prepare"
@@ -34,6 +36,10 @@ CODE_RANGE_STDS = 4.0
 _CODE_CENTRE = 127.5
 # Rows per float32 chunk when whitening: 12 MB, so the elementwise work stays in cache.
 _CHUNK_ROWS = 1024
+# The .npz files hold a few arrays, the largest the whitening's at most 3072 x 3072
+# float32 components (36 MiB).
+_MAX_NPZ_ARRAYS = 8
+_MAX_NPZ_ARRAY_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,22 @@ class Whitening:
     gains: np.ndarray  # (k,) float32
     epsilon: float
     std: float
+
+    def __post_init__(self) -> None:
+        arrays = (self.mean, self.components, self.gains)
+        width = self.mean.shape[0] if self.mean.ndim == 1 else -1
+        if any(array.dtype != np.float32 for array in arrays) or (
+            self.gains.ndim != 1 or self.components.shape != (len(self.gains), width)
+        ):
+            shapes = ", ".join(f"{array.dtype}{array.shape}" for array in arrays)
+            raise ValueError(
+                f"mean, components and gains must be float32 of shapes (d,), (k, d) and (k,), "
+                f"got {shapes}"
+            )
+        if not all(np.isfinite(array).all() for array in arrays) or not (
+            0 < self.epsilon < math.inf and 0 < self.std < math.inf
+        ):
+            raise ValueError("values must be finite, epsilon and std positive")
 
     def _whiten_chunk(self, images: np.ndarray) -> np.ndarray:
         # The 1 / 255 of x folds into the two scale factors.
@@ -163,7 +185,7 @@ def write_whitening(path: Path, whitening: Whitening) -> None:
     )
 
 
-def read_whitening(path: Path, stage: str = STAGE) -> Whitening:
+def read_whitening(path: Path, stage: str | None = STAGE) -> Whitening:
     """Load a whitening saved by :func:`write_whitening`; errors name ``stage`` to rerun."""
     arrays = _load_npz(path, stage)
     try:
@@ -176,15 +198,52 @@ def read_whitening(path: Path, stage: str = STAGE) -> Whitening:
         )
     except KeyError as error:
         raise upstream_error(path, stage, f"not a whitening ({error} missing)") from None
+    except (ValueError, TypeError) as error:
+        raise upstream_error(path, stage, f"not a whitening ({error})") from None
 
 
-def _load_npz(path: Path, stage: str = STAGE) -> dict[str, np.ndarray]:
+def _read_npz_arrays(archive: zipfile.ZipFile) -> dict[str, np.ndarray]:
+    names = archive.namelist()
+    if len(names) > _MAX_NPZ_ARRAYS:
+        raise ValueError(f"{len(names)} arrays, more than the {_MAX_NPZ_ARRAYS} expected")
+    return {name.removesuffix(".npy"): _read_npy(archive, name) for name in names}
+
+
+def _read_npy(archive: zipfile.ZipFile, name: str) -> np.ndarray:
+    """Read one array of an .npz once its header shows a plain array of a bounded size."""
+    with archive.open(name) as member:
+        version = np.lib.format.read_magic(member)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f"{name}: .npy format version {version}")
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, _, dtype = read_header(member)
+    if dtype.hasobject or math.prod(shape) * dtype.itemsize > _MAX_NPZ_ARRAY_BYTES:
+        raise ValueError(f"{name}: an array of shape {shape} and type {dtype}, not a plain one")
+    with archive.open(name) as member:
+        return np.lib.format.read_array(member, allow_pickle=False)
+
+
+def _load_npz(path: Path, stage: str | None = STAGE) -> dict[str, np.ndarray]:
+    """Load an .npz of a few plain arrays, each checked in size before it is read."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            return dict(archive)
+        with zipfile.ZipFile(path) as archive:
+            return _read_npz_arrays(archive)
     except FileNotFoundError:
         raise upstream_error(path, stage) from None
-    except (ValueError, OSError, EOFError) as error:
+    # zipfile refuses what it cannot read with NotImplementedError, numpy some damaged
+    # headers with tokenize's error.
+    except (
+        ValueError,
+        OSError,
+        EOFError,
+        zipfile.BadZipFile,
+        NotImplementedError,
+        tokenize.TokenError,
+    ) as error:
         raise upstream_error(path, stage, f"unreadable or truncated ({error})") from None
 
 
@@ -222,20 +281,18 @@ def load_standardization(directory: Path) -> Standardization:
         raise upstream_error(path, STAGE, f"not a standardization ({error})") from None
 
 
-def load_whitening(directory: Path, stage: str = STAGE) -> Whitening | None:
+def load_whitening(directory: Path, stage: str | None = STAGE) -> Whitening | None:
     """Load the ZCA whitening, or None when the inputs are the images themselves."""
     path = directory / WHITENING_FILE
     return read_whitening(path, stage) if path.exists() else None
 
 
-def load_class_names(directory: Path, stage: str = STAGE) -> tuple[str, ...]:
+def load_class_names(directory: Path, stage: str | None = STAGE) -> tuple[str, ...]:
     """Load the class names, index = label, from a folder that ``stage`` writes."""
     path = directory / CLASSES_FILE
     try:
-        names = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise upstream_error(path, stage) from None
-    except json.JSONDecodeError as error:
+        names = json.loads(read_small_file(path, MAX_JSON_BYTES, stage))
+    except (ValueError, RecursionError) as error:  # not JSON, not UTF-8, too deeply nested
         raise upstream_error(path, stage, f"not valid JSON ({error})") from None
     if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
         raise upstream_error(path, stage, "not a list of class names")

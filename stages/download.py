@@ -4,7 +4,9 @@ Online, the archive streams into ``<output>.part`` (with a progress bar, retries
 exponential back-off and resume by HTTP Range) and is renamed to ``<output>`` only once
 it is verified, so a failed or interrupted run never leaves a file that looks complete.
 An md5 (``data.md5``) vouches for the bytes; without one, the archive's own checks must
-pass (gzip CRC and length, tar headers, the CIFAR-10 members).
+pass (gzip CRC and length, tar headers, the CIFAR-10 members). A body larger than an
+archive can be (stages/cifar.py's MAX_FILE_BYTES), announced or sent, is refused and
+its bytes deleted, so a server cannot fill the disk.
 
 Offline, a local copy is verified and copied: ``CIFAR10_ARCHIVE=/path/to/archive`` in
 the environment for a copy of the archive params.yaml describes (params.yaml, and so
@@ -13,6 +15,11 @@ archive (a change of data, so an experiment of its own).
 """
 
 from __future__ import annotations
+
+from stages.interrupt import exit_quietly_on_interrupt
+
+if __name__ == "__main__":
+    exit_quietly_on_interrupt()  # first: the imports below take up to seconds
 
 import argparse
 import functools
@@ -31,7 +38,7 @@ import urllib3
 from tqdm import tqdm
 
 from stages.atomic import atomic_outputs
-from stages.cifar import check_archive, file_md5
+from stages.cifar import MAX_FILE_BYTES, check_archive, file_md5
 from stages.cli import StageError, run_stage
 from stages.params import LOCAL_COPY_VARIABLE, local_archive, read_params_file
 
@@ -99,7 +106,14 @@ def use_local_archive(
     if archive.is_dir():
         raise StageError(f"{setting} = {str(archive)!r}: a folder, not an archive file")
     if not archive.is_file():
-        raise StageError(f"{setting} = {str(archive)!r}: no such file")
+        problem = "not a regular file (a device, pipe or socket)" if archive.exists() else ""
+        raise StageError(f"{setting} = {str(archive)!r}: {problem or 'no such file'}")
+    # Refused before it is copied: the copy would take that much disk.
+    if archive.stat().st_size > MAX_FILE_BYTES:
+        raise StageError(
+            f"{setting} = {str(archive)!r}: {archive.stat().st_size:,} bytes, more than the "
+            f"{MAX_FILE_BYTES >> 20} MiB a CIFAR-10 archive can be"
+        )
     with atomic_outputs(destination, before_commit=before_commit) as (temporary,):
         shutil.copyfile(archive, temporary)
         md5 = file_md5(temporary)
@@ -136,12 +150,20 @@ def _resumes_at(response: requests.Response, offset: int) -> bool:
     ).startswith(f"bytes {offset}-")
 
 
-def _fetch_once(session: requests.Session, url: str, partial: Path, timeout: float) -> str:
+def _too_large(url: str, partial: Path, problem: str) -> StageError:
+    """Delete ``partial`` and build the error for a body larger than an archive can be."""
+    partial.unlink(missing_ok=True)
+    return StageError(f"{url}: {problem}; nothing was kept; check data.url in params.yaml")
+
+
+def _fetch_once(
+    session: requests.Session, url: str, partial: Path, timeout: float, max_bytes: int
+) -> str:
     """Make one request, appending to ``partial`` if it can resume; return its whole md5.
 
     Raises ``requests.RequestException`` or ``urllib3.exceptions.HTTPError`` (errors while
-    reading the body) for what a retry may cure, and StageError for a client error that it
-    will not.
+    reading the body) for what a retry may cure, and StageError for what it will not: a
+    client error, or a body of more than ``max_bytes`` in all (then ``partial`` is deleted).
     """
     offset = partial.stat().st_size if partial.exists() else 0
     # Identity encoding: Range offsets and the md5 are about the file's own bytes.
@@ -158,7 +180,7 @@ def _fetch_once(session: requests.Session, url: str, partial: Path, timeout: flo
             # before the rename): start again from zero.
             response.close()
             partial.unlink()
-            return _fetch_once(session, url, partial, timeout)
+            return _fetch_once(session, url, partial, timeout, max_bytes)
         if status in CLIENT_ERRORS and status not in RETRYABLE_CLIENT_STATUSES:
             raise StageError(
                 f"{url}: HTTP {status} {response.reason}; check data.url in params.yaml, "
@@ -175,6 +197,14 @@ def _fetch_once(session: requests.Session, url: str, partial: Path, timeout: flo
             offset, digest = 0, _new_md5()
         length = response.headers.get("Content-Length", "")
         total = offset + int(length) if length.isdigit() else None
+        if total is not None and total > max_bytes:
+            raise _too_large(
+                url,
+                partial,
+                f"the server announces {total:,} bytes, more than the {max_bytes >> 20} MiB a "
+                "CIFAR-10 archive can be",
+            )
+        received = offset
         with (
             partial.open("ab" if resuming else "wb") as file,
             tqdm(
@@ -192,14 +222,23 @@ def _fetch_once(session: requests.Session, url: str, partial: Path, timeout: flo
             # Content-Length (urllib3 raises then) leaves all it delivered in the partial;
             # iter_content would drop its half-filled chunk. No decoding: the file's bytes.
             while chunk := response.raw.read1(CHUNK_BYTES, decode_content=False):
+                received += len(chunk)
+                if received > max_bytes:
+                    break
                 digest.update(chunk)
                 file.write(chunk)
                 progress.update(len(chunk))
+        if received > max_bytes:
+            raise _too_large(
+                url,
+                partial,
+                f"the body goes on past {max_bytes >> 20} MiB, more than a CIFAR-10 archive can be",
+            )
     return digest.hexdigest()
 
 
 def _fetch_with_retries(
-    url: str, partial: Path, retries: int, timeout: float, backoff_seconds: float
+    url: str, partial: Path, retries: int, timeout: float, backoff_seconds: float, *, max_bytes: int
 ) -> str:
     """Fetch ``url`` into ``partial``, retrying what may pass with exponential back-off."""
     attempts = retries + 1
@@ -217,7 +256,7 @@ def _fetch_with_retries(
                 )
                 time.sleep(delay)
             try:
-                return _fetch_once(session, url, partial, timeout)
+                return _fetch_once(session, url, partial, timeout, max_bytes)
             except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
                 reason = _innermost_reason(error)
                 if _is_name_resolution(error):
@@ -239,6 +278,7 @@ def download_with_resume(
     retries: int,
     timeout: float,
     backoff_seconds: float = DEFAULT_BACKOFF_SECONDS,
+    max_bytes: int = MAX_FILE_BYTES,
     before_commit: Callable[[], None] | None = None,
 ) -> str:
     """Download ``url`` to ``destination`` and return its md5.
@@ -248,7 +288,8 @@ def download_with_resume(
     the archive's own checks. Network errors and 5xx answers are retried ``retries``
     times, waiting ``backoff_seconds`` then twice as long each time; other 4xx answers and
     unresolvable host names fail at once. Bytes that fail verification are resumed (a
-    body cut short) or fetched again once; if they fail again, they are deleted.
+    body cut short) or fetched again once; if they fail again, they are deleted. A body
+    of more than ``max_bytes``, announced or sent, is refused and its bytes deleted.
     ``before_commit`` runs before the rename, as for ``atomic_outputs``.
     """
     if retries < 0:
@@ -264,7 +305,9 @@ def download_with_resume(
         # changed since): resume only within this run.
         partial.unlink(missing_ok=True)
     for attempt in range(1, VERIFICATION_ATTEMPTS + 1):
-        md5 = _fetch_with_retries(url, partial, retries, timeout, backoff_seconds)
+        md5 = _fetch_with_retries(
+            url, partial, retries, timeout, backoff_seconds, max_bytes=max_bytes
+        )
         try:
             verify(partial, url, expected_md5, md5)
             break

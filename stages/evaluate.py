@@ -9,6 +9,11 @@ train stage wrote.
 
 from __future__ import annotations
 
+from stages.interrupt import exit_quietly_on_interrupt
+
+if __name__ == "__main__":
+    exit_quietly_on_interrupt()  # first: the imports below take up to seconds
+
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +24,14 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, log_loss
 
 from stages.atomic import atomic_outputs, json_text
 from stages.cli import StageError, read_json, run_stage, upstream_error
-from stages.dataset import load_class_names, load_model_inputs
+from stages.dataset import (
+    Standardization,
+    Whitening,
+    load_class_names,
+    load_model_inputs,
+    load_standardization,
+    load_whitening,
+)
 from stages.inference import DenseNetwork, load_network
 from stages.params import read_params_file
 
@@ -143,6 +155,48 @@ def check_kept_model(
         )
 
 
+def _scaling(whitening: Whitening | None) -> str:
+    return "ZCA whitening" if whitening is not None else "standardization alone"
+
+
+def check_same_inputs(
+    network: DenseNetwork,
+    class_names: tuple[str, ...],
+    prepared: tuple[Path, Standardization, Whitening | None],
+    model: tuple[Path, Whitening | None],
+) -> None:
+    """Refuse a prepared folder that is not what the model was trained on.
+
+    Its input scaling (the standardization inside the model, the whitening in the model
+    folder) and its classes must be the model's: else the model is not at fault, the
+    prepared data changed since training.
+    """
+    prepared_folder, standardization, prepared_whitening = prepared
+    model_folder, model_whitening = model
+    if prepared_whitening is None or model_whitening is None:
+        same_whitening = prepared_whitening is model_whitening
+    else:
+        same_whitening = all(
+            np.array_equal(getattr(prepared_whitening, name), getattr(model_whitening, name))
+            for name in ("mean", "components", "gains", "epsilon", "std")
+        )
+    same_standardization = np.allclose(
+        network.mean, standardization.mean, rtol=1e-6, atol=0
+    ) and np.allclose(network.scale, standardization.scale, rtol=1e-6, atol=0)
+    if not (same_whitening and same_standardization):
+        raise StageError(
+            f"{prepared_folder}: its input scaling ({_scaling(prepared_whitening)}, fitted on "
+            f"its train split) is not the one {model_folder} was trained on "
+            f"({_scaling(model_whitening)}): the prepared data changed since training; "
+            "`dvc repro` trains a model on it"
+        )
+    if network.layers[-1].bias.size != len(class_names):
+        raise StageError(
+            f"{prepared_folder}: {len(class_names)} classes, but {model_folder} has "
+            f"{network.layers[-1].bias.size} outputs; `dvc repro` trains a model on it"
+        )
+
+
 def main() -> None:
     """Evaluate the trained model on the test split and write metrics and tables."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -164,6 +218,16 @@ def main() -> None:
     )
     class_names = load_class_names(arguments.prepared)
     network = load_network(arguments.model)
+    check_same_inputs(
+        network,
+        class_names,
+        (
+            arguments.prepared,
+            load_standardization(arguments.prepared),
+            load_whitening(arguments.prepared),
+        ),
+        (arguments.model, load_whitening(arguments.model, "train")),
+    )
     validation = load_model_inputs(arguments.prepared, "validation")
     validation_accuracy = float(
         accuracy_score(

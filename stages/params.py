@@ -16,8 +16,14 @@ read (a local file replaced in place, with no md5 to pin it).
 
 from __future__ import annotations
 
+from stages.interrupt import exit_quietly_on_interrupt
+
+if __name__ == "__main__":
+    exit_quietly_on_interrupt()  # first: the imports below take up to seconds
+
 import argparse
 import hashlib
+import itertools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,11 +35,30 @@ from ruamel.yaml import YAML, YAMLError
 from ruamel.yaml.constructor import DuplicateKeyError
 
 from stages.atomic import atomic_outputs, json_text
+from stages.cifar import CLASS_NAMES, FEATURES
 from stages.cli import StageError, run_stage
 
 PARAMS_FILE = Path("params.yaml")
 # A copy of the archive that params.yaml describes, for machines without the network.
 LOCAL_COPY_VARIABLE = "CIFAR10_ARCHIVE"
+
+# Bounds for this machine (24 GiB of memory, 2 CPU cores) that no in-range value can
+# pass, whatever the others are. Training holds about 16 bytes per parameter (float32
+# weights, gradients and Adam's two moments): 800 MB at 50 million, and the model
+# folder's weights, which evaluate and predict read, 200 MB.
+MAX_MLP_PARAMETERS = 50_000_000
+# Float32 values of one batch's layer inputs and outputs (2^28: 1 GiB); training keeps a
+# few copies of them (values, gradients), so a few GiB.
+MAX_BATCH_ACTIVATIONS = 1 << 28
+# Multiply-adds of the backprop check, so that no in-range sizes keep it running for
+# hours on 2 cores; a forward pass counts n_samples x n_hidden x (n_inputs + 16), the
+# sigmoids costing about 16 multiply-adds each.
+MAX_BACKPROP_OPERATIONS = 2 * 10**10
+_SIGMOID_OPERATIONS = 16
+_BACKPROP_WORK = (
+    f"with the other sizes, at most {MAX_BACKPROP_OPERATIONS:.0e} multiply-adds in all, so "
+    "the check cannot run for hours on 2 cores"
+)
 
 # numpy's and scikit-learn's seeds are unsigned 32-bit integers.
 Seed = Annotated[int, Field(ge=0, lt=2**32, description="random seed")]
@@ -101,9 +126,9 @@ class BackpropParams(Section):
     """Shapes, tolerances and descent settings of the numpy backprop check."""
 
     seed: Seed = Field(description="seed of the weights and data (the assignment's: 0)")
-    n_samples: int = Field(ge=1, le=100_000, description="rows of X")
-    n_inputs: int = Field(ge=1, le=100, description="columns of X")
-    n_hidden: int = Field(ge=1, le=100, description="hidden units")
+    n_samples: int = Field(ge=1, le=100_000, description=f"rows of X; {_BACKPROP_WORK}")
+    n_inputs: int = Field(ge=1, le=100, description=f"columns of X; {_BACKPROP_WORK}")
+    n_hidden: int = Field(ge=1, le=100, description=f"hidden units; {_BACKPROP_WORK}")
     finite_difference_step: float = Field(gt=0, le=1e-2, description="h of (L(w+h) - L(w-h)) / 2h")
     tolerance_reference: float = Field(
         gt=0, le=1, description="largest error against the assignment's printed values"
@@ -114,8 +139,31 @@ class BackpropParams(Section):
     tolerance_autodiff: float = Field(
         gt=0, le=1, description="largest error against TensorFlow's autodiff"
     )
-    descent_steps: int = Field(ge=1, le=100_000, description="steps of plain gradient descent")
+    descent_steps: int = Field(
+        ge=1,
+        le=100_000,
+        description=f"steps of plain gradient descent (3 forward passes each); {_BACKPROP_WORK}",
+    )
     descent_learning_rate: float = Field(gt=0, le=100, description="its learning rate")
+
+    @property
+    def operations(self) -> int:
+        """Multiply-adds of the check: 2 forward passes a parameter, 3 a descent step."""
+        parameters = self.n_hidden * (self.n_inputs + 2) + 1  # W1, b1, W2, b2
+        forward = self.n_samples * self.n_hidden * (self.n_inputs + _SIGMOID_OPERATIONS)
+        return forward * (2 * parameters + 3 * self.descent_steps)
+
+    @model_validator(mode="after")
+    def _within_the_machine(self) -> Self:
+        if self.operations > MAX_BACKPROP_OPERATIONS:
+            raise ValueError(
+                f"n_samples = {self.n_samples}, n_inputs = {self.n_inputs}, n_hidden = "
+                f"{self.n_hidden} and descent_steps = {self.descent_steps} need about "
+                f"{self.operations:.1e} multiply-adds, more than the "
+                f"{MAX_BACKPROP_OPERATIONS:.0e} allowed so that the check cannot run for "
+                "hours on 2 cores; make some of them smaller"
+            )
+        return self
 
 
 class TrainParams(Section):
@@ -123,14 +171,25 @@ class TrainParams(Section):
 
     seed: Seed = Field(description="seed of the weights, the shuffling and the augmentation")
     hidden_units: list[Annotated[int, Field(ge=1, le=8192)]] = Field(
-        min_length=1, max_length=8, description="units of each hidden layer"
+        min_length=1,
+        max_length=8,
+        description=(
+            f"units of each hidden layer; at most {MAX_MLP_PARAMETERS:,} parameters in all (memory)"
+        ),
     )
     activation: Literal["relu", "sigmoid", "tanh", "gelu"] = Field(
         description="of the hidden layers"
     )
     learning_rate: float = Field(gt=0, le=1, description="peak learning rate of Adam(W)")
     epochs: int = Field(ge=1, le=1000, description="passes over the train split")
-    batch_size: int = Field(ge=1, le=65536, description="images per step, over all devices")
+    batch_size: int = Field(
+        ge=1,
+        le=65536,
+        description=(
+            "images per step, over all devices; batch_size x (3072 + hidden units + 10) at "
+            f"most {MAX_BATCH_ACTIVATIONS:,} values (memory)"
+        ),
+    )
     lr_schedule: Literal["constant", "cosine"] = Field(
         description="cosine: decay to 0 by the last step"
     )
@@ -147,6 +206,29 @@ class TrainParams(Section):
     distribute: Literal["none", "data_parallel"] = Field(
         description="data_parallel: Keras' DataParallel over devices and processes"
     )
+
+    @property
+    def parameter_count(self) -> int:
+        """The MLP's parameters: each dense layer's kernel and bias, 3072 inputs, 10 outputs."""
+        widths = [FEATURES, *self.hidden_units, len(CLASS_NAMES)]
+        return sum(inputs * units + units for inputs, units in itertools.pairwise(widths))
+
+    @model_validator(mode="after")
+    def _within_the_machine(self) -> Self:
+        if self.parameter_count > MAX_MLP_PARAMETERS:
+            raise ValueError(
+                f"hidden_units = {self.hidden_units} makes an MLP of {self.parameter_count:,} "
+                f"parameters, more than the {MAX_MLP_PARAMETERS:,} this machine trains "
+                "(about 16 bytes each in training)"
+            )
+        activations = self.batch_size * (FEATURES + sum(self.hidden_units) + len(CLASS_NAMES))
+        if activations > MAX_BATCH_ACTIVATIONS:
+            raise ValueError(
+                f"batch_size = {self.batch_size} with hidden_units = {self.hidden_units} "
+                f"makes {activations:,} layer values per batch, more than the "
+                f"{MAX_BATCH_ACTIVATIONS:,} this machine holds in training; make either smaller"
+            )
+        return self
 
     @model_validator(mode="after")
     def _warmup_within_training(self) -> Self:

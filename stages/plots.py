@@ -9,8 +9,15 @@ check, a wrong one red and marked with a cross, so colour is never the only cue.
 
 from __future__ import annotations
 
+from stages.interrupt import exit_quietly_on_interrupt
+
+if __name__ == "__main__":
+    exit_quietly_on_interrupt()  # first: the imports below take up to seconds
+
 import argparse
+import io
 import math
+import reprlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,7 +33,7 @@ from matplotlib.ticker import MaxNLocator
 
 from stages.atomic import atomic_outputs
 from stages.cifar import IMAGE_SHAPE, Split
-from stages.cli import read_json, run_stage, upstream_error
+from stages.cli import read_json, read_small_file, run_stage, upstream_error
 from stages.dataset import load_class_names, load_split
 from stages.params import PlotsParams, read_params_file
 
@@ -37,6 +44,12 @@ RIGHT_MARK, WRONG_MARK = "\u2713", "\u2717"  # check and cross
 _GAP = 4  # pixels between the images of a grid
 _PIXEL_INCHES = 0.045  # printed size of an image pixel: 32 pixels = 1.44 in
 CAPTION_POINTS = 8.5  # font size of the captions above images
+# The columns of evaluate's predictions (stages/evaluate.py, which imports scikit-learn,
+# a second of start-up this stage does not need) and the series of train's history.
+PREDICTION_COLUMNS = ("index", "actual", "predicted", "confidence")
+HISTORY_KEYS = ("loss", "val_loss", "accuracy", "val_accuracy")
+# evaluate's predictions of the 10,000 test images are 0.4 MB.
+MAX_PREDICTIONS_BYTES = 64 << 20
 
 
 def mosaic(images: np.ndarray, rows: int, columns: int) -> np.ndarray:
@@ -261,6 +274,87 @@ def run_summary(metrics: dict, figures: Path, count: int) -> str:
     )
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def read_metrics(path: Path) -> dict:
+    """Read evaluate's metrics: the kept epoch and the accuracies the summary prints."""
+    metrics = read_json(path, "evaluate")
+    try:
+        # The kept epoch, as evaluate confirmed it against the model itself.
+        epoch = metrics["validation"]["epoch"]
+        accuracies = (metrics["validation"]["accuracy"], metrics["test"]["accuracy"])
+    except (KeyError, TypeError) as error:
+        raise upstream_error(path, "evaluate", f"not evaluate's metrics ({error!r})") from None
+    if type(epoch) is not int or epoch < 1 or not all(map(_is_number, accuracies)):
+        raise upstream_error(path, "evaluate", "not evaluate's metrics (epoch, accuracies)")
+    return metrics
+
+
+def read_history(path: Path, best_epoch: int) -> dict[str, list[float]]:
+    """Read the train stage's history: each series the figures plot, as long as each other."""
+    history = read_json(path, "train")
+    series = {key: history.get(key) for key in HISTORY_KEYS}
+    if (
+        not all(
+            isinstance(values, list) and values and all(map(_is_number, values))
+            for values in series.values()
+        )
+        or len({len(values) for values in series.values()}) != 1
+    ):
+        raise upstream_error(
+            path, "train", f"{', '.join(HISTORY_KEYS)} must be lists of numbers, one per epoch"
+        )
+    epochs = len(series["loss"])
+    if best_epoch > epochs:
+        raise upstream_error(
+            path, "train", f"{epochs} epochs, but evaluate kept epoch {best_epoch}"
+        )
+    return series
+
+
+def read_predictions(
+    path: Path, test: Split, class_names: tuple[str, ...], prepared: Path
+) -> pd.DataFrame:
+    """Read evaluate's predictions, which must be those of ``prepared``'s test images."""
+    try:
+        table = pd.read_csv(io.BytesIO(read_small_file(path, MAX_PREDICTIONS_BYTES, "evaluate")))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as error:
+        raise upstream_error(path, "evaluate", f"unreadable ({error})") from None
+    if tuple(table.columns) != PREDICTION_COLUMNS:
+        raise upstream_error(
+            path,
+            "evaluate",
+            f"columns {reprlib.repr(list(table.columns))}, not {list(PREDICTION_COLUMNS)}",
+        )
+    count = len(test.labels)
+    if not (
+        pd.api.types.is_integer_dtype(table["index"])
+        and np.array_equal(table["index"].to_numpy(), np.arange(count))
+    ):
+        raise upstream_error(path, "evaluate", f"rows must be the test images 0 to {count - 1}")
+    confidence = pd.to_numeric(table["confidence"], errors="coerce")
+    if not (
+        table["actual"].isin(class_names).all()
+        and table["predicted"].isin(class_names).all()
+        and confidence.between(0, 1).all()
+    ):
+        raise upstream_error(
+            path, "evaluate", "classes must be the class names, confidences from 0 to 1"
+        )
+    if test.labels.max(initial=0) >= len(class_names) or not np.array_equal(
+        table["actual"].to_numpy(), np.asarray(class_names)[test.labels]
+    ):
+        raise upstream_error(
+            path,
+            "evaluate",
+            f"its true classes are not those of {prepared}'s test images: predictions of "
+            "other data",
+        )
+    return table.set_index("index")
+
+
 def main() -> None:
     """Render every figure into the output folder."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -273,26 +367,19 @@ def main() -> None:
     params_file = read_params_file()
     params = params_file.params.plots
 
-    metrics = read_json(arguments.metrics, "evaluate")
-    try:
-        # The kept epoch, as evaluate confirmed it against the model itself.
-        best_epoch = int(metrics["validation"]["epoch"])
-    except (KeyError, TypeError, ValueError) as error:
-        raise upstream_error(arguments.metrics, "evaluate", f"no kept epoch ({error!r})") from None
-    history = read_json(arguments.history, "train")
-    try:
-        predictions = pd.read_csv(arguments.predictions).set_index("index")
-    except FileNotFoundError:
-        raise upstream_error(arguments.predictions, "evaluate") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, KeyError) as error:
-        raise upstream_error(arguments.predictions, "evaluate", f"unreadable ({error})") from None
+    metrics = read_metrics(arguments.metrics)
+    best_epoch = metrics["validation"]["epoch"]
+    history = read_history(arguments.history, best_epoch)
+    class_names = load_class_names(arguments.prepared)
+    test = load_split(arguments.prepared, "test")
+    predictions = read_predictions(arguments.predictions, test, class_names, arguments.prepared)
     figures = render_figures(
         load_split(arguments.prepared, "train"),
-        load_split(arguments.prepared, "test"),
+        test,
         predictions=predictions,
         history=history,
         best_epoch=best_epoch,
-        class_names=load_class_names(arguments.prepared),
+        class_names=class_names,
         params=params,
     )
     with atomic_outputs(arguments.output, before_commit=params_file.check_unchanged) as (folder,):

@@ -5,35 +5,90 @@ Not a DVC stage: the command for using what the pipeline made.
     python -m stages.predict photo.jpg frog.png                 # the model of data/model
     python -m stages.predict --model path/to/model --top 5 *.png
 
-Any image Pillow reads works: it is converted to RGB and, if it is not 32 x 32, resized
-to 32 x 32 (the model sees what CIFAR-10's images show, nothing finer). The model folder
-is self-contained: weights, architecture, preprocessing and class names.
+Any image Pillow reads works: it is converted to RGB (16-bit images by their 0-65535
+range; images of undefined range, floating-point ones say, are refused) and, if it is
+not 32 x 32, resized to 32 x 32 (the model sees what CIFAR-10's images show, nothing
+finer). The model folder is self-contained: weights, architecture, preprocessing and
+class names. Every image gets its line: its classes, or an error; the status is 1 if
+any image could not be read.
 """
 
 from __future__ import annotations
 
+from stages.interrupt import exit_quietly_on_interrupt
+
+if __name__ == "__main__":
+    exit_quietly_on_interrupt()  # first: the imports below take up to seconds
+
 import argparse
+import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from stages.cifar import FEATURES, IMAGE_SHAPE
-from stages.cli import StageError, run_stage
-from stages.inference import Classifier, load_classifier
+from stages.cli import StageError, one_line, run_stage, upstream_error
+from stages.inference import STAGE, Classifier, load_classifier
 
 DEFAULT_MODEL = Path("data/model")  # where the train stage writes it (dvc.yaml)
+# The largest image read: a 48-megapixel photo fits; decoding and converting one of 64
+# million pixels takes up to 0.75 GB (16-bit grey; 0.57 GB for 8-bit colour).
+MAX_IMAGE_PIXELS = 64_000_000
+# Pillow's modes of more than 8 bits a channel whose range the format defines: 16-bit grey
+# (I;16...), and mode I from PNG and from PGM/PPM, which Pillow scales to 0-65535.
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+_SIXTEEN_BIT_I_FORMATS = frozenset({"PNG", "PPM"})
+# What Pillow's decoders raise on a damaged or unsupported file.
+_DECODING_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError)
+
+
+def _to_rgb(path: Path, image: Image.Image) -> Image.Image:
+    """Convert to 8-bit RGB by the range the image's format defines; refuse it undefined."""
+    if image.width * image.height > MAX_IMAGE_PIXELS:
+        raise StageError(
+            f"{path}: {image.width} x {image.height} pixels, more than the "
+            f"{MAX_IMAGE_PIXELS:,} predict reads"
+        )
+    if image.mode in _SIXTEEN_BIT_MODES or (
+        image.mode == "I" and image.format in _SIXTEEN_BIT_I_FORMATS
+    ):
+        # 0-65535 onto 0-255, rounded: v / 257, in place. Pillow's own conversion clips
+        # at 255.
+        values = np.asarray(image).astype(np.uint32)
+        values += 128
+        values //= 257
+        return Image.fromarray(values.astype(np.uint8)).convert("RGB")
+    if image.mode in ("I", "F"):
+        kind = "floating-point" if image.mode == "F" else "32-bit integer"
+        raise StageError(
+            f"{path}: {kind} pixels (mode {image.mode}), whose brightness range the file does "
+            "not define; save the image with 8 or 16 bits a channel"
+        )
+    return image.convert("RGB")
 
 
 def read_image(path: Path) -> np.ndarray:
-    """Read an image file as a flat uint8 height-width-channel row of 3072 values."""
+    """Read an image file as a flat uint8 height-width-channel row of 3072 values.
+
+    Pixels convert by the range their format defines (16-bit ones from 0-65535);
+    images whose range is not defined, or of more than MAX_IMAGE_PIXELS, are refused.
+    """
     try:
-        with Image.open(path) as image:
-            picture = image.convert("RGB")
+        with warnings.catch_warnings():
+            # Pillow warns, on stderr, of images above its own bound: refused here as well.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                picture = _to_rgb(path, image)
     except FileNotFoundError:
         raise StageError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError) as error:
-        raise StageError(f"{path}: not an image Pillow can read ({error})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise StageError(
+            f"{path}: {one_line(error)}; predict reads at most {MAX_IMAGE_PIXELS:,} pixels"
+        ) from None
+    except _DECODING_ERRORS as error:
+        raise StageError(f"{path}: not an image Pillow can read ({one_line(error)})") from None
     height, width, _ = IMAGE_SHAPE
     if picture.size != (width, height):
         picture = picture.resize((width, height), Image.Resampling.BOX)
@@ -66,9 +121,11 @@ def top_classes(
 
 
 def main() -> None:
-    """Print each image's top classes."""
+    """Print each readable image's top classes; then each unreadable one's error, status 1."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m stages.predict",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("images", type=Path, nargs="+", help="image files (PNG, JPEG, ...)")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="model folder")
@@ -77,13 +134,27 @@ def main() -> None:
     if arguments.top < 1:
         parser.error(f"--top must be at least 1, got {arguments.top}")
 
-    classifier = load_classifier(arguments.model)
-    images = np.stack([read_image(path) for path in arguments.images])
-    for path, classes in zip(
-        arguments.images, top_classes(classifier, images, arguments.top), strict=True
-    ):
-        shown = ", ".join(f"{name} {percent(probability)}" for name, probability in classes)
-        print(f"{path}: {shown}")
+    # Only the pipeline's own model folder is the train stage's to write again.
+    stage = STAGE if arguments.model == DEFAULT_MODEL else None
+    if not arguments.model.is_dir():
+        raise upstream_error(arguments.model, stage, "no such model folder")
+    classifier = load_classifier(arguments.model, stage)
+    readable: list[tuple[Path, np.ndarray]] = []
+    failures: list[str] = []
+    for path in arguments.images:
+        try:
+            readable.append((path, read_image(path)))
+        except StageError as error:
+            failures.append(str(error))
+    if readable:
+        paths, rows = zip(*readable, strict=True)
+        for path, classes in zip(
+            paths, top_classes(classifier, np.stack(rows), arguments.top), strict=True
+        ):
+            shown = ", ".join(f"{name} {percent(probability)}" for name, probability in classes)
+            print(f"{path}: {shown}")
+    if failures:
+        raise StageError("\n".join(failures))
 
 
 if __name__ == "__main__":

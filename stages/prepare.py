@@ -7,8 +7,14 @@ stages/dataset.py for the folder's layout).
 
 from __future__ import annotations
 
+from stages.interrupt import exit_quietly_on_interrupt
+
+if __name__ == "__main__":
+    exit_quietly_on_interrupt()  # first: the imports below take up to seconds
+
 import argparse
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +22,15 @@ import scipy.linalg
 from sklearn.model_selection import train_test_split
 
 from stages.atomic import atomic_outputs, json_text
-from stages.cifar import FEATURES, IMAGE_SHAPE, CifarArchive, Split, load_cifar_archive
-from stages.cli import run_stage
+from stages.cifar import (
+    CLASS_NAMES,
+    FEATURES,
+    IMAGE_SHAPE,
+    CifarArchive,
+    Split,
+    load_cifar_archive,
+)
+from stages.cli import StageError, run_stage
 from stages.dataset import (
     CODES_STANDARDIZATION,
     SplitName,
@@ -40,6 +53,30 @@ _MIN_STD = 1e-3
 # rest are scaled by epsilon^-1/2 alone, off by at most 1 - (1 + share)^-1/2 (2.4 %)
 # on components that carry little variance.
 _ZCA_COMPONENT_SHARE = 0.05
+
+
+def check_splittable(labels: np.ndarray, val_fraction: float, source: str) -> None:
+    """Refuse a split that a stratified split cannot make, naming the setting or the data.
+
+    Every class present needs 2 images or more, and train and validation each at least
+    one image of every class.
+    """
+    counts = np.bincount(labels, minlength=len(CLASS_NAMES))
+    present = np.flatnonzero(counts)
+    single = present[counts[present] == 1]
+    if single.size:
+        rare = single[0]
+        raise StageError(
+            f"{source}: 1 development image of class {CLASS_NAMES[rare]!r}; a stratified "
+            "split into train and validation needs 2 or more of each class"
+        )
+    validation_size = math.ceil(val_fraction * len(labels))
+    if not len(present) <= validation_size <= len(labels) - len(present):
+        raise StageError(
+            f"prepare.val_fraction = {val_fraction}: {validation_size} of the {len(labels)} "
+            f"development images for validation, but a stratified split of {len(present)} "
+            f"classes needs {len(present)} to {len(labels) - len(present)}"
+        )
 
 
 def split_dev(dev: Split, val_fraction: float, seed: int) -> tuple[Split, Split]:
@@ -97,6 +134,12 @@ def fit_whitening(images: np.ndarray, epsilon: float) -> Whitening:
     """Fit ZCA whitening with regularization ``epsilon`` (pixels in [0, 1]) on uint8 images."""
     if epsilon <= 0:
         raise ValueError(f"epsilon must be positive, got {epsilon}")
+    if (images == images[:1]).all():
+        # Nothing varies: the whitened values would all be 0, of spread 0.
+        raise StageError(
+            "prepare.scaling = 'zca': the train split's images are all the same, so there "
+            "is nothing to whiten; check the archive"
+        )
     # One pass: the sums and the (3072, 3072) sums of products, per chunk in float32
     # (exact enough for chunks this small) and across chunks in float64.
     width = images.shape[1]
@@ -190,6 +233,7 @@ def main() -> None:
 
     logger.info("reading %s", arguments.archive)
     archive = load_cifar_archive(arguments.archive)
+    check_splittable(archive.dev.labels, params.val_fraction, str(arguments.archive))
     train, validation = split_dev(archive.dev, params.val_fraction, params.seed)
     splits: dict[SplitName, Split] = {
         "train": train,

@@ -7,6 +7,11 @@ stage's validation split, and the weights of the best validation epoch are kept.
 
 from __future__ import annotations
 
+from stages.interrupt import exit_quietly_on_interrupt
+
+if __name__ == "__main__":
+    exit_quietly_on_interrupt()  # first: the imports below take seconds
+
 import argparse
 import contextlib
 import os

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -10,9 +11,13 @@ import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 
-from stages.cifar import file_md5
+from stages.cifar import CLASS_NAMES, FEATURES, file_md5
+from stages.dataset import WHITENING_FILE, Whitening, write_class_names, write_whitening
+from stages.inference import ARCHITECTURE_FILE, WEIGHTS_FILE
 from stages.params import Params, TrainParams, parse_params, read_params_file, validate_params
 from tools.params_file import Changes, update_params_file
 from tools.synthetic_archive import make_synthetic_archive
@@ -61,9 +66,17 @@ def write_params(folder: Path, changes: Changes | None = None) -> Path:
 
 
 def command_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """This process's environment with the venv's tools first on PATH, for dvc, git, python."""
+    """The environment of commands the tests run (``extra`` added): this checkout's code,
+    the venv's tools (dvc, git, python) first on PATH.
+
+    ``stages`` comes from this checkout wherever a command runs (an installed copy may
+    be another checkout's); a project copy's own ``stages`` folder still comes first.
+    """
     environment = {**os.environ, **(extra or {})}
     environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment['PATH']}"
+    environment["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(REPOSITORY), environment.get("PYTHONPATH")])
+    )
     environment["DVC_NO_ANALYTICS"] = "1"
     for role in ("AUTHOR", "COMMITTER"):
         environment.setdefault(f"GIT_{role}_NAME", "pipeline tests")
@@ -99,6 +112,35 @@ def run_stage(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m stages.<stage> arguments`` in ``cwd``, as dvc.yaml does."""
     return run([sys.executable, "-m", f"stages.{stage}", *arguments], cwd, check=check)
+
+
+def peak_memory_mib(code: str, address_space_mib: int = 1024) -> tuple[str, float]:
+    """Run Python ``code`` in a fresh interpreter; return what it printed and its peak, in MiB.
+
+    The peak is the child's own high-water mark of resident memory (VmHWM), which starts
+    afresh at exec: getrusage's ru_maxrss, for the child itself or as this process's
+    RUSAGE_CHILDREN, carries over the size of the process it was forked from. The
+    child's address space is capped, so code that would exhaust the machine fails with
+    MemoryError instead, and the test with it; code that would never end, with a timeout.
+    """
+    limit = address_space_mib << 20
+    script = (
+        f"import resource\nresource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))\n{code}\n"
+        "from pathlib import Path\n"
+        "print(Path('/proc/self/status').read_text().split('VmHWM:')[1].split()[0])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env=command_environment(),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,  # code that would wait forever (on a pipe, say) fails the test instead
+    )
+    if result.returncode != 0:
+        pytest.fail(f"the measured code failed:\n{result.stderr}")
+    output, _, peak_kib = result.stdout.rstrip("\n").rpartition("\n")
+    return output, int(peak_kib) / 1024
 
 
 @pytest.fixture(scope="session")
@@ -167,6 +209,60 @@ def make_project(tmp_path: Path, tiny_archive: Path) -> Callable[..., Path]:
         return new_project(tmp_path, tiny_archive, changes)
 
     return factory
+
+
+def write_model_folder(folder: Path, hidden_units: tuple[int, ...] = (4,), seed: int = 0) -> Path:
+    """A model folder as stages/model.py saves one (with dropout and ZCA whitening)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    layers: list[dict] = [
+        {"class_name": "InputLayer", "config": {"batch_shape": [None, FEATURES], "name": "pixels"}},
+        {
+            "class_name": "Normalization",
+            "config": {
+                "name": "standardize",
+                "axis": [-1],
+                "mean": rng.uniform(100, 150, FEATURES).astype(np.float32).tolist(),
+                "variance": rng.uniform(1000, 4000, FEATURES).astype(np.float32).tolist(),
+            },
+        },
+    ]
+    widths = [FEATURES, *hidden_units, len(CLASS_NAMES)]
+    names = [f"hidden_{index}" for index in range(1, len(hidden_units) + 1)] + ["output"]
+    with h5py.File(folder / WEIGHTS_FILE, "w") as weights:
+        weights.create_group("layers/normalization/vars").attrs["name"] = "standardize"
+        for index, (name, inputs, units) in enumerate(
+            zip(names, widths[:-1], widths[1:], strict=True)
+        ):
+            activation = "softmax" if name == "output" else "relu"
+            layers.append(
+                {
+                    "class_name": "Dense",
+                    "config": {"name": name, "units": units, "activation": activation},
+                }
+            )
+            variables = weights.create_group(f"layers/dense{f'_{index}' if index else ''}/vars")
+            variables.attrs["name"] = name
+            kernel = rng.normal(0, 1 / np.sqrt(inputs), (inputs, units))
+            variables["0"] = kernel.astype(np.float32)
+            variables["1"] = rng.normal(0, 0.1, units).astype(np.float32)
+            if name != "output":
+                layers.append({"class_name": "Dropout", "config": {"name": f"drop_{index}"}})
+    model = {"class_name": "Sequential", "config": {"name": "mlp", "layers": layers}}
+    (folder / ARCHITECTURE_FILE).write_text(json.dumps(model, indent=2) + "\n")
+    write_class_names(folder, CLASS_NAMES)
+    components = np.linalg.qr(rng.normal(size=(FEATURES, 3)))[0].T.astype(np.float32)
+    write_whitening(
+        folder / WHITENING_FILE,
+        Whitening(
+            rng.uniform(100, 150, FEATURES).astype(np.float32),
+            np.ascontiguousarray(components),
+            np.array([-1.0, -0.5, -0.1], np.float32),
+            0.3,
+            std=2.0,
+        ),
+    )
+    return folder
 
 
 QUICK_TRAIN = {"epochs": 2, "hidden_units": [32, 16], "batch_size": 16}

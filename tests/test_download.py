@@ -1,13 +1,16 @@
 """download stage: a real HTTP server on 127.0.0.1, in this process, serves a payload.
 
 Each test picks how the server behaves (normal, 404, a 503 first, a body cut short,
-no Range support) and reads back the Range header of every request it got.
+no Range support, a body that never ends) and reads back the Range header of every
+request it got.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
 import socket
 import sys
 import tempfile
@@ -21,7 +24,7 @@ import pytest
 from conftest import run_stage, write_params
 
 from stages import download
-from stages.cifar import ArchiveError
+from stages.cifar import MAX_FILE_BYTES, ArchiveError
 from stages.cli import StageError
 from stages.download import (
     LOCAL_COPY_VARIABLE,
@@ -76,6 +79,8 @@ class PayloadHandler(BaseHTTPRequestHandler):
         first = len(state.ranges) == 1
         if state.behaviour == "missing":
             self.send_error(404)
+        elif state.behaviour in ("endless", "huge"):
+            self._send_too_much(state.behaviour)
         elif state.behaviour == "error_once" and first:
             self.send_error(503)
         elif state.behaviour == "drop_once" and first:
@@ -109,6 +114,17 @@ class PayloadHandler(BaseHTTPRequestHandler):
                 self._send_headers(206, len(PAYLOAD) - start, {"Content-Range": content_range})
                 self.wfile.write(PAYLOAD[start:])
 
+    def _send_too_much(self, behaviour: str) -> None:
+        if behaviour == "huge":
+            self._send_headers(200, MAX_FILE_BYTES + 1)
+            return
+        # No Content-Length, and zeros for as long as the client reads.
+        self.send_response(200)
+        self.end_headers()
+        with contextlib.suppress(OSError):
+            while True:
+                self.wfile.write(bytes(1 << 16))
+
     def _send_headers(self, status: int, length: int, extra: dict[str, str] | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Length", str(length))
@@ -141,11 +157,16 @@ def server() -> Iterator[ServerState]:
 
 
 def fetch(
-    server: ServerState, output: Path, md5: str | None = PAYLOAD_MD5, retries: int = 3
+    server: ServerState,
+    output: Path,
+    md5: str | None = PAYLOAD_MD5,
+    retries: int = 3,
+    max_bytes: int = MAX_FILE_BYTES,
 ) -> str:
     return download_with_resume(
-        server.url, output, md5, retries=retries, timeout=5, backoff_seconds=BACKOFF
-    )
+        server.url, output, md5, retries=retries, timeout=5, backoff_seconds=BACKOFF,
+        max_bytes=max_bytes,
+    )  # fmt: skip
 
 
 def test_download_writes_the_payload_and_no_partial(server: ServerState, tmp_path: Path) -> None:
@@ -182,8 +203,37 @@ def test_body_cut_short_without_a_length_is_resumed(
 def test_a_corrupt_download_without_md5_is_refused(server: ServerState, tmp_path: Path) -> None:
     server.behaviour = "corrupt"
     output = tmp_path / "archive.tar.gz"
-    with pytest.raises(ArchiveError, match=r"cifar\.tar\.gz: corrupt or truncated gzip data"):
+    with pytest.raises(ArchiveError) as caught:
         fetch(server, output, md5=None)
+    # The URL as it is, not as a path (which would read http:/127...).
+    assert str(caught.value).startswith(f"{server.url}: corrupt or truncated gzip data")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("md5", [PAYLOAD_MD5, None])
+def test_a_body_that_never_ends_is_cut_off_and_deleted(
+    server: ServerState, tmp_path: Path, md5: str | None
+) -> None:
+    server.behaviour = "endless"
+    output = tmp_path / "archive.tar.gz"
+    bound = len(PAYLOAD) + (1 << 20)
+    with pytest.raises(StageError) as caught:
+        fetch(server, output, md5=md5, max_bytes=bound)
+    assert str(caught.value) == (
+        f"{server.url}: the body goes on past {bound >> 20} MiB, more than a CIFAR-10 archive "
+        "can be; nothing was kept; check data.url in params.yaml"
+    )
+    assert server.ranges == [None]  # not retried
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_body_announced_larger_than_an_archive_is_refused_unread(
+    server: ServerState, tmp_path: Path
+) -> None:
+    server.behaviour = "huge"
+    output = tmp_path / "archive.tar.gz"
+    with pytest.raises(StageError, match=f"announces {MAX_FILE_BYTES + 1:,} bytes, more than"):
+        fetch(server, output)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -361,6 +411,20 @@ def test_missing_local_archive_or_a_folder_is_named(tmp_path: Path) -> None:
     with pytest.raises(StageError, match=f"data.archive = '{tmp_path}': a folder, not an archive"):
         use_local_archive(tmp_path, tmp_path / "archive.tar.gz", PAYLOAD_MD5)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_device_or_an_oversized_local_archive_is_refused_uncopied(tmp_path: Path) -> None:
+    output = tmp_path / "raw" / "archive.tar.gz"
+    with pytest.raises(
+        StageError, match=r"^data\.archive = '/dev/zero': not a regular file \(a device"
+    ):
+        use_local_archive(Path("/dev/zero"), output, None)
+    big = tmp_path / "big.tar.gz"
+    big.write_bytes(PAYLOAD)
+    os.truncate(big, MAX_FILE_BYTES + 1)  # sparse: no disk taken
+    with pytest.raises(StageError, match=f"{MAX_FILE_BYTES + 1:,} bytes, more than the 256 MiB"):
+        use_local_archive(big, output, None)
+    assert not output.parent.exists() or list(output.parent.iterdir()) == []
 
 
 def test_a_corrupt_local_archive_without_md5_is_named_by_its_own_path(

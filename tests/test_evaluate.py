@@ -8,14 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import QUICK_TRAIN, run_stage, train_arguments, write_params
+from conftest import QUICK_TRAIN, prepare_into, run_stage, train_arguments, write_params
 
-from stages.cifar import CLASS_NAMES
+from stages.cifar import CLASS_NAMES, FEATURES
 from stages.cli import StageError
+from stages.dataset import Standardization, Whitening
 from stages.evaluate import (
     PREDICTION_COLUMNS,
     KeptModel,
     check_kept_model,
+    check_same_inputs,
     compute_test_metrics,
     kept_model,
     per_class_accuracy,
@@ -203,3 +205,74 @@ def test_a_truncated_input_names_the_stage_to_rerun(copy_of_trained: Path) -> No
     assert result.returncode == 1
     assert result.stderr.startswith("error: data/prepared/test_codes.npy: unreadable or truncated")
     assert "run `dvc repro prepare`" in result.stderr
+
+
+def one_output_network() -> DenseNetwork:
+    kernel = np.zeros((FEATURES, 1), np.float32)
+    return DenseNetwork(np.full(FEATURES, 120, np.float32), np.full(FEATURES, 60, np.float32),
+                        (Dense(kernel, np.zeros(1, np.float32), "softmax"),))  # fmt: skip
+
+
+def whitening(epsilon: float = 0.3) -> Whitening:
+    return Whitening(np.zeros(FEATURES, np.float32), np.eye(1, FEATURES, dtype=np.float32),
+                     np.array([-1.0], np.float32), epsilon, std=2.0)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("prepared_whitening", "model_whitening", "scale", "message"),
+    [
+        (None, whitening(), 1.0, r"\(standardization alone, .*trained on \(ZCA whitening\)"),
+        (whitening(), None, 1.0, r"\(ZCA whitening, .*trained on \(standardization alone\)"),
+        (whitening(0.1), whitening(), 1.0, r"\(ZCA whitening, .*trained on \(ZCA whitening\)"),
+        (None, None, 2.0, r"\(standardization alone, .*trained on \(standardization alone\)"),
+    ],
+)
+def test_a_prepared_folder_of_other_inputs_is_blamed_not_the_model(
+    prepared_whitening: Whitening | None,
+    model_whitening: Whitening | None,
+    scale: float,
+    message: str,
+) -> None:
+    model = one_output_network()
+    standardization = Standardization(model.mean, model.scale * np.float32(scale))
+    inputs = (Path("prepared"), standardization, prepared_whitening)
+    with pytest.raises(StageError, match=f"^prepared: its input scaling {message}") as caught:
+        check_same_inputs(model, ("a",), inputs, (Path("model"), model_whitening))
+    assert "the prepared data changed since training; `dvc repro` trains" in str(caught.value)
+    same = (Path("prepared"), Standardization(model.mean, model.scale), model_whitening)
+    check_same_inputs(model, ("a",), same, (Path("model"), model_whitening))
+
+
+def test_a_prepared_folder_of_other_classes_is_refused() -> None:
+    model = one_output_network()
+    inputs = (Path("prepared"), Standardization(model.mean, model.scale), None)
+    with pytest.raises(StageError, match="prepared: 10 classes, but model has 1 outputs"):
+        check_same_inputs(model, CLASS_NAMES, inputs, (Path("model"), None))
+
+
+def test_a_prepared_folder_of_another_scaling_is_named_on_the_command_line(
+    copy_of_trained: Path, tiny_archive: Path
+) -> None:
+    other = prepare_into(copy_of_trained / "other", tiny_archive, {"prepare": {"scaling": "unit"}})
+    (copy_of_trained / "data" / "prepared").unlink()
+    (copy_of_trained / "data" / "prepared").symlink_to(other)
+    result = evaluate(copy_of_trained)
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        "error: data/prepared: its input scaling (standardization alone, fitted on its train "
+        "split) is not the one data/model was trained on (ZCA whitening)"
+    )
+    assert result.stderr.count("\n") == 1
+
+
+def test_a_tampered_model_folder_is_one_line(copy_of_trained: Path) -> None:
+    architecture = copy_of_trained / "data" / "model" / "model.json"
+    model = json.loads(architecture.read_text())
+    model["config"]["layers"][2]["config"]["units"] = "many"
+    architecture.write_text(json.dumps(model))
+    result = evaluate(copy_of_trained)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: data/model/model.weights.h5: weights of shapes")
+    assert result.stderr.count("\n") == 1
+    for output in EVALUATE_OUTPUTS:
+        assert not (copy_of_trained / output).exists()

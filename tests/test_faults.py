@@ -12,6 +12,7 @@ import pytest
 from conftest import (
     QUICK_TRAIN,
     TRAIN_OUTPUTS,
+    command_environment,
     link_prepared,
     run_stage,
     train_arguments,
@@ -19,6 +20,7 @@ from conftest import (
 )
 
 from stages.cli import quiet_native_start_up
+from stages.interrupt import INTERRUPTED_STATUS
 
 
 @pytest.fixture
@@ -117,3 +119,35 @@ def test_native_start_up_banners_are_held_back_and_the_rest_passed_on(
         os.write(2, b"I0000 port.cc:153] oneDNN custom operations are on. You may see\n")
         os.write(2, b"E0000 a real problem\n")
     assert capfd.readouterr().err == "E0000 a real problem\n"
+
+
+@pytest.mark.parametrize(
+    ("stage", "arguments"),
+    [
+        ("prepare", ["--archive", "a.tar.gz", "--output", "data", "--report", "data.json"]),
+        ("predict", ["photo.png"]),
+    ],
+)
+def test_ctrl_c_while_the_libraries_load_is_one_line(
+    tmp_path: Path, stage: str, arguments: list[str]
+) -> None:
+    # -X importtime reports each import as it completes: once numpy's is there, the
+    # stage's other libraries (scikit-learn, Pillow, h5py) are still loading.
+    process = subprocess.Popen(
+        [sys.executable, "-X", "importtime", "-m", f"stages.{stage}", *arguments],
+        cwd=tmp_path,
+        env=command_environment(),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    for line in process.stderr:
+        if line.rsplit("|", 1)[-1].strip() == "numpy":
+            break
+    process.send_signal(signal.SIGINT)
+    _, rest = process.communicate(timeout=60)
+    assert process.returncode == INTERRUPTED_STATUS
+    assert [line for line in rest.splitlines() if not line.startswith("import time:")] == [
+        "error: interrupted; no output was changed"
+    ]
+    assert list(tmp_path.iterdir()) == []

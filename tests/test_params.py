@@ -20,6 +20,9 @@ from dvc.utils.serialize import parse_yaml as dvc_parse_yaml
 
 from stages.params import (
     LOCAL_COPY_VARIABLE,
+    MAX_BACKPROP_OPERATIONS,
+    MAX_BATCH_ACTIVATIONS,
+    MAX_MLP_PARAMETERS,
     VALID_RECORD,
     Params,
     ParamsError,
@@ -268,3 +271,64 @@ def test_params_stage_records_a_valid_file_and_the_archive_identity(tmp_path: Pa
     assert (tmp_path / "out" / "valid.txt").read_text() == VALID_RECORD
     identity = json.loads((tmp_path / "out" / "archive.json").read_text())
     assert identity == {"md5": params_for_tests().data.md5}
+
+
+def test_the_mlp_parameter_count_is_keras_count(raw_params: dict) -> None:
+    # tests/test_model.py checks 402,250 against Keras' own count for 3072-128-64-10.
+    params = validate_params(with_change(raw_params, "train", "hidden_units", [128, 64]))
+    assert params.train.parameter_count == 402_250
+
+
+@pytest.mark.parametrize(
+    ("section", "changes", "message"),
+    [
+        (
+            "train",
+            {"hidden_units": [8192] * 8},
+            (
+                "hidden_units = [8192, 8192, 8192, 8192, 8192, 8192, 8192, 8192] makes an MLP of "
+                f"495,075,338 parameters, more than the {MAX_MLP_PARAMETERS:,} this machine trains"
+            ),
+        ),
+        (
+            "train",
+            {"hidden_units": [4096, 4096], "batch_size": 65536},
+            (
+                "batch_size = 65536 with hidden_units = [4096, 4096] makes 738,852,864 layer "
+                f"values per batch, more than the {MAX_BATCH_ACTIVATIONS:,}"
+            ),
+        ),
+        (
+            "backprop",
+            {"n_samples": 100_000, "n_inputs": 100, "n_hidden": 100, "descent_steps": 100_000},
+            (
+                "n_samples = 100000, n_inputs = 100, n_hidden = 100 and descent_steps = 100000 "
+                "need about 3.7e+14 multiply-adds, more than the 2e+10 allowed"
+            ),
+        ),
+        (
+            "backprop",
+            {"descent_steps": 100_000, "n_samples": 100_000},
+            "need about 1.6e+12 multiply-adds",
+        ),
+    ],
+)
+def test_in_range_values_that_would_exhaust_the_machine_are_refused(
+    raw_params: dict, section: str, changes: dict, message: str
+) -> None:
+    raw = copy.deepcopy(raw_params)
+    raw[section].update(changes)
+    with pytest.raises(ParamsError) as caught:
+        validate_params(raw)
+    assert str(caught.value).startswith(f"params.yaml: {section}: ")
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_the_largest_allowed_sizes_fit_the_bounds(raw_params: dict) -> None:
+    raw = copy.deepcopy(raw_params)
+    raw["train"].update({"hidden_units": [4096, 4096, 4096], "batch_size": 16384})
+    raw["backprop"].update({"n_samples": 100_000, "n_inputs": 2, "n_hidden": 3})
+    params = validate_params(raw)
+    assert params.train.parameter_count <= MAX_MLP_PARAMETERS
+    assert params.backprop.operations <= MAX_BACKPROP_OPERATIONS

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import run_stage, write_params
 from matplotlib import pyplot as plt
 
+from stages import evaluate
 from stages.cifar import CLASS_NAMES, FEATURES, Split
+from stages.cli import StageError
+from stages.dataset import load_split
 from stages.params import PlotsParams
 from stages.plots import (
+    PREDICTION_COLUMNS,
     confusion_counts,
     labelled_images,
     mosaic,
+    read_history,
+    read_metrics,
+    read_predictions,
     render_figures,
     run_summary,
     samples_by_class,
@@ -129,3 +139,120 @@ def test_the_run_ends_with_the_kept_models_figures_and_where_to_look() -> None:
             "compare runs: dvc exp show (README.md, Everyday use, 3. Compare)"
         ),
     ]
+
+
+def test_the_predictions_read_are_those_evaluate_writes() -> None:
+    assert PREDICTION_COLUMNS == evaluate.PREDICTION_COLUMNS
+
+
+@pytest.fixture
+def predictions_file(tmp_path: Path, split: Split) -> Path:
+    probabilities = np.eye(10)[(split.labels + 1) % 10] * 0.5 + 0.05
+    path = tmp_path / "predictions.csv"
+    evaluate.predictions_table(split.labels, probabilities, CLASS_NAMES).to_csv(path, index=False)
+    return path
+
+
+def test_evaluates_predictions_of_the_same_test_images_are_read(
+    predictions_file: Path, split: Split
+) -> None:
+    table = read_predictions(predictions_file, split, CLASS_NAMES, Path("prepared"))
+    assert table.index.tolist() == list(range(30))
+    assert table["actual"].tolist() == [CLASS_NAMES[label] for label in split.labels]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda table: table.drop(columns="confidence"), r"columns \['index', 'actual', "),
+        (lambda table: table.assign(index=table["index"] + 100), "rows must be the test images"),
+        (lambda table: table.assign(index=table["index"] * 1.0), "rows must be the test images"),
+        (lambda table: table.head(20), "rows must be the test images 0 to 29"),
+        (lambda table: table.assign(predicted="unicorn"), "classes must be the class names"),
+        (lambda table: table.assign(confidence=1.5), "confidences from 0 to 1"),
+        (lambda table: table.assign(confidence="high"), "confidences from 0 to 1"),
+        (
+            lambda table: table.assign(actual=table["actual"].to_numpy()[::-1]),
+            "its true classes are not those of prepared's test images: predictions of other",
+        ),
+    ],
+)
+def test_predictions_that_do_not_fit_the_test_images_are_one_error(
+    predictions_file: Path,
+    split: Split,
+    change: Callable[[pd.DataFrame], pd.DataFrame],
+    message: str,
+) -> None:
+    change(pd.read_csv(predictions_file)).to_csv(predictions_file, index=False)
+    with pytest.raises(StageError, match=message) as caught:
+        read_predictions(predictions_file, split, CLASS_NAMES, Path("prepared"))
+    assert "run `dvc repro evaluate`" in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def write_json(path: Path, content: object) -> Path:
+    path.write_text(json.dumps(content))
+    return path
+
+
+HISTORY = {"loss": [2.0, 1.5], "val_loss": [2.1, 1.8], "accuracy": [0.2, 0.4],
+           "val_accuracy": [0.2, 0.3]}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("history", "best_epoch", "message"),
+    [
+        ({**HISTORY, "val_loss": None}, 1, "loss, val_loss, accuracy, val_accuracy must be lists"),
+        ({**HISTORY, "loss": [2.0, "x"]}, 1, "must be lists of numbers"),
+        ({**HISTORY, "loss": [2.0]}, 1, "one per epoch"),
+        (HISTORY, 3, "2 epochs, but evaluate kept epoch 3"),
+    ],
+)
+def test_a_history_without_what_the_figures_plot_is_one_error(
+    tmp_path: Path, history: dict, best_epoch: int, message: str
+) -> None:
+    path = write_json(tmp_path / "history.json", history)
+    with pytest.raises(StageError, match=message):
+        read_history(path, best_epoch)
+    assert read_history(write_json(tmp_path / "good.json", HISTORY), 2) == HISTORY
+
+
+@pytest.mark.parametrize(
+    "metrics",
+    [
+        {"validation": {"epoch": 1, "accuracy": 0.5}},
+        {"validation": {"epoch": "1", "accuracy": 0.5}, "test": {"accuracy": 0.4}},
+        {"validation": {"epoch": 1, "accuracy": "high"}, "test": {"accuracy": 0.4}},
+        {"validation": [1], "test": {"accuracy": 0.4}},
+    ],
+)
+def test_metrics_without_the_kept_epoch_and_accuracies_are_one_error(
+    tmp_path: Path, metrics: dict
+) -> None:
+    with pytest.raises(StageError, match="not evaluate's metrics"):
+        read_metrics(write_json(tmp_path / "metrics.json", metrics))
+
+
+def test_the_command_refuses_predictions_of_another_archive_and_writes_nothing(
+    tmp_path: Path, prepared: Path
+) -> None:
+    write_params(tmp_path)
+    test = load_split(prepared, "test")
+    probabilities = np.full((len(test.labels), 10), 0.1)
+    other_labels = (test.labels + 1) % 10  # the test images of another archive
+    evaluate.predictions_table(other_labels, probabilities, CLASS_NAMES).to_csv(
+        tmp_path / "predictions.csv", index=False
+    )
+    write_json(tmp_path / "history.json", HISTORY)
+    metrics = {"validation": {"epoch": 2, "accuracy": 0.3}, "test": {"accuracy": 0.3}}
+    write_json(tmp_path / "metrics.json", metrics)
+    arguments = ["--prepared", str(prepared), "--history", "history.json",
+                 "--predictions", "predictions.csv", "--metrics", "metrics.json",
+                 "--output", "figures"]  # fmt: skip
+    result = run_stage("plots", arguments, tmp_path, check=False)
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"error: predictions.csv: its true classes are not those of {prepared}'s test images: "
+        "predictions of other data; run `dvc repro evaluate` to write it again\n"
+    )
+    assert not (tmp_path / "figures").exists()

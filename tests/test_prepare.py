@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from stages.cifar import FEATURES, Split, load_cifar_archive
+from stages.cifar import FEATURES, TEST_BATCH, TRAIN_BATCHES, Split, load_cifar_archive
+from stages.cli import StageError
 from stages.dataset import (
     CODE_RANGE_STDS,
     CODES_STANDARDIZATION,
@@ -22,7 +24,8 @@ from stages.dataset import (
     load_standardization,
     load_whitening,
 )
-from stages.prepare import compute_standardization, fit_whitening, split_dev
+from stages.prepare import check_splittable, compute_standardization, fit_whitening, split_dev
+from tools.synthetic_archive import synthetic_members, write_archive
 
 
 def random_images(rows: int, seed: int = 0) -> np.ndarray:
@@ -233,3 +236,54 @@ def test_main_rejects_bad_params_before_reading_the_archive(workdir: Path) -> No
         "Input should be less than or equal to 0.5\n"
     )
     assert not (workdir / "data").exists()
+
+
+def test_a_class_with_one_image_cannot_be_split_and_is_named() -> None:
+    labels = np.repeat(np.arange(10), 5)
+    labels[labels == 3] = 4
+    labels[0] = 3  # one cat
+    with pytest.raises(StageError) as caught:
+        check_splittable(labels, 0.2, "archive.tar.gz")
+    assert str(caught.value) == (
+        "archive.tar.gz: 1 development image of class 'cat'; a stratified split into train "
+        "and validation needs 2 or more of each class"
+    )
+
+
+def test_a_validation_share_too_small_for_every_class_is_refused() -> None:
+    # scikit-learn's own error for this is a traceback-worthy ValueError.
+    with pytest.raises(StageError) as caught:
+        check_splittable(np.arange(200) % 10, 0.001, "archive.tar.gz")
+    assert str(caught.value) == (
+        "prepare.val_fraction = 0.001: 1 of the 200 development images for validation, but a "
+        "stratified split of 10 classes needs 10 to 190"
+    )
+
+
+@pytest.mark.parametrize("val_fraction", [0.05, 0.5])
+def test_the_smallest_and_largest_shares_that_pass_split_every_class(val_fraction: float) -> None:
+    labels = (np.arange(200) % 10).astype(np.uint8)
+    check_splittable(labels, val_fraction, "archive.tar.gz")
+    train, validation = split_dev(Split(random_images(200), labels), val_fraction, seed=0)
+    assert set(validation.labels) == set(train.labels) == set(range(10))
+
+
+def test_identical_images_are_refused_for_zca_on_the_command_line(workdir: Path) -> None:
+    members = synthetic_members(20)
+    for name in (*TRAIN_BATCHES, TEST_BATCH):
+        batch = pickle.loads(members[name], encoding="bytes")
+        batch[b"data"] = np.zeros_like(batch[b"data"])
+        members[name] = pickle.dumps(batch, protocol=2)
+    zeros = workdir / "zeros.tar.gz"
+    write_archive(zeros, members)
+    result = run_prepare(workdir, zeros)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        "error: prepare.scaling = 'zca': the train split's images are all the same, so there "
+        "is nothing to whiten; check the archive"
+    )
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+        result.stderr.splitlines()[-1]
+    ]
+    assert not (workdir / "data").exists()
+    assert not (workdir / "reports").exists()

@@ -14,7 +14,7 @@ from PIL import Image
 
 from stages.cifar import IMAGE_SHAPE
 from stages.cli import StageError
-from stages.dataset import load_model_inputs, load_split
+from stages.dataset import load_model_inputs, load_split, read_preprocessing
 from stages.inference import load_classifier
 from stages.predict import percent, read_image, top_classes
 
@@ -40,11 +40,12 @@ def test_larger_images_are_resized_to_32_pixels(tmp_path: Path) -> None:
 def test_the_model_folder_alone_gives_the_evaluate_stages_answers(trained: Path) -> None:
     # From raw images, with the folder's own preprocessing, as evaluate from prepared inputs.
     classifier = load_classifier(trained / "data" / "model")
-    assert classifier.whitening is not None  # the committed params use ZCA
+    assert classifier.preprocessing.scaling == "zca"  # as the tests' params say
     prepared = trained / "data" / "prepared"
     test = load_split(prepared, "test")
     probabilities = classifier.probabilities(test.images)
-    expected = classifier.network.predict(load_model_inputs(prepared, "test").images)
+    inputs = load_model_inputs(prepared, "test", read_preprocessing(prepared))
+    expected = classifier.network.predict(inputs.images)
     np.testing.assert_array_equal(probabilities, expected)
     best = top_classes(classifier, test.images[:3], count=2)
     assert [len(classes) for classes in best] == [2, 2, 2]

@@ -18,7 +18,7 @@ from conftest import (
 )
 
 from stages.cifar import Split
-from stages.dataset import load_model_inputs, load_standardization
+from stages.dataset import load_model_inputs, load_standardization, read_preprocessing
 from stages.inference import load_network
 from stages.train import diverged_epoch, make_optimizer, train
 
@@ -67,10 +67,11 @@ def test_weight_decay_switches_adam_to_adamw() -> None:
 
 
 def train_on(prepared: Path, **changes: object) -> tuple[object, Split]:
-    validation = load_model_inputs(prepared, "validation")
+    preprocessing = read_preprocessing(prepared)
+    validation = load_model_inputs(prepared, "validation", preprocessing)
     params = quick_train_params(**changes)
     result = train(
-        load_model_inputs(prepared, "train"),
+        load_model_inputs(prepared, "train", preprocessing),
         validation,
         standardization=load_standardization(prepared),
         n_classes=10,

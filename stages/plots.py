@@ -12,7 +12,7 @@ from __future__ import annotations
 from stages.start import start_command
 
 if __name__ == "__main__":
-    start_command()  # first: the imports below take seconds
+    start_command()  # before the imports below
 
 import argparse
 import io

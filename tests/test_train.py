@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import keras
@@ -12,6 +13,7 @@ from conftest import (
     QUICK_TRAIN,
     link_prepared,
     quick_train_params,
+    run,
     run_stage,
     train_arguments,
     write_params,
@@ -179,3 +181,20 @@ def test_a_loss_that_is_not_finite_is_found_at_its_first_epoch() -> None:
     assert epoch == 2
     assert np.isnan(loss)
     assert diverged_epoch({"loss": [2.3, float("inf")]}) == (2, float("inf"))
+
+
+def test_a_backend_other_than_the_params_one_is_refused_in_one_line(project: Path) -> None:
+    # As if run without dvc.yaml's KERAS_BACKEND=${train.backend}: Keras loads TensorFlow.
+    result = run(
+        [sys.executable, "-m", "stages.train", *train_arguments()],
+        project,
+        check=False,
+        environment={"KERAS_BACKEND": "tensorflow"},
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        "error: train.backend = 'jax', but Keras loaded its 'tensorflow' backend: it reads "
+        "KERAS_BACKEND as it loads; run KERAS_BACKEND=jax python -m stages.train ..., as "
+        "dvc.yaml does"
+    )
+    assert not (project / "data" / "model").exists()

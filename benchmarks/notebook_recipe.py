@@ -22,7 +22,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # The notebook's `tensorflow.keras`: Keras on TensorFlow, whatever the caller's environment
-# says (the pipeline's own modules choose JAX).
+# says. Keras reads it when it loads.
 os.environ["KERAS_BACKEND"] = "tensorflow"
 
 import numpy as np

@@ -9,10 +9,10 @@ comparison must stay within its tolerance in params.yaml, or the stage writes no
 
 from __future__ import annotations
 
-from stages.interrupt import exit_quietly_on_interrupt
+from stages.start import start_command
 
 if __name__ == "__main__":
-    exit_quietly_on_interrupt()  # first: the imports below take seconds
+    start_command()  # before the imports below
 
 import argparse
 from collections.abc import Mapping, Sequence
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from stages.atomic import atomic_outputs, json_text
-from stages.cli import StageError, keep_unloaded, quiet_native_start_up, run_stage
+from stages.cli import StageError, run_stage
 from stages.params import BackpropParams, read_params_file
 
 NAMES = ("W1", "b1", "W2", "b2")
@@ -207,21 +207,18 @@ def autodiff_gradients(
     TensorFlow is imported here only, so the rest of this module needs numpy alone.
     """
     _check_data(X, Y_true, weights)
-    # TensorFlow prints start-up banners (oneDNN, CUDA probing) even on a CPU machine.
-    with quiet_native_start_up():
-        import tensorflow as tf  # noqa: PLC0415 (lazy: heavy, and only this check needs it)
+    import tensorflow as tf  # noqa: PLC0415 (lazy: heavy, and only this check needs it)
 
-        variables = {
-            name: tf.Variable(value, dtype=tf.float64)
-            for name, value in weights.as_arrays().items()
-        }
-        X_t = tf.constant(X, dtype=tf.float64)
-        Y_t = tf.constant(Y_true, dtype=tf.float64)
-        with tf.GradientTape() as tape:
-            H = tf.sigmoid(tf.matmul(X_t, variables["W1"], transpose_b=True) + variables["b1"])
-            Y = tf.sigmoid(tf.linalg.matvec(H, variables["W2"]) + variables["b2"])
-            L = tf.reduce_sum(tf.square(Y - Y_t)) / (2 * len(X))
-        gradients = tape.gradient(L, variables)
+    variables = {
+        name: tf.Variable(value, dtype=tf.float64) for name, value in weights.as_arrays().items()
+    }
+    X_t = tf.constant(X, dtype=tf.float64)
+    Y_t = tf.constant(Y_true, dtype=tf.float64)
+    with tf.GradientTape() as tape:
+        H = tf.sigmoid(tf.matmul(X_t, variables["W1"], transpose_b=True) + variables["b1"])
+        Y = tf.sigmoid(tf.linalg.matvec(H, variables["W2"]) + variables["b2"])
+        L = tf.reduce_sum(tf.square(Y - Y_t)) / (2 * len(X))
+    gradients = tape.gradient(L, variables)
     return (
         Parameters.from_arrays({name: gradient.numpy() for name, gradient in gradients.items()}),
         float(L.numpy()),
@@ -419,7 +416,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    # TensorFlow imports these whenever they are installed (through Keras), for
-    # features the autodiff check does not use: 2 s of its 4 s start-up.
-    keep_unloaded({"jax", "sklearn", "pandas", "matplotlib"})
-    run_stage(main, skip_teardown=True)
+    run_stage(main)

@@ -306,8 +306,8 @@ def file_md5(path: Path, chunk_bytes: int = 1 << 20) -> str:
 def planar_to_interleaved(rows: np.ndarray) -> np.ndarray:
     """Reorder (N, 3072) channel-planar rows to height-width-channel rows (a copy).
 
-    One strided copy per channel: three times as fast as numpy's general transpose of
-    (N, 3, 1024) to (N, 1024, 3), whose innermost axis of 3 defeats its blocking.
+    One strided copy per channel, rather than numpy's general transpose of (N, 3, 1024)
+    to (N, 1024, 3), whose innermost axis of 3 defeats its blocking.
     """
     channels = IMAGE_SHAPE[2]
     interleaved = np.empty_like(rows)

@@ -8,22 +8,18 @@ so a missing or damaged one says which stage to run again.
 
 from __future__ import annotations
 
-import contextlib
-import importlib.abc
-import importlib.machinery
 import json
 import logging
 import os
 import stat
 import sys
-import tempfile
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from ruamel.yaml import YAML, YAMLError
 
-from stages.interrupt import INTERRUPTED_STATUS, restore_interrupt
+from stages.start import INTERRUPTED_STATUS, restore_interrupt
 
 
 class StageError(Exception):
@@ -83,78 +79,6 @@ def read_json(path: Path, stage: str) -> dict:
     return content
 
 
-# What native libraries print at start-up that a user has no use for: TensorFlow's and
-# XLA's banners, printed before their logging can be configured.
-START_UP_NOISE = (
-    "All log messages before absl::InitializeLog() is called",
-    "oneDNN custom operations are on",
-    "Could not find cuda drivers on your machine",
-    "failed call to cuInit",
-    "Unable to register cu",
-    "This TensorFlow binary is optimized to use available CPU instructions",
-    "To enable the following instructions",
-)
-
-
-def quiet_logs() -> None:
-    """Keep only what a user needs from the libraries' start-up chatter."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO and WARNING
-    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-
-
-@contextlib.contextmanager
-def quiet_native_start_up() -> Iterator[None]:
-    """Hold back what native code writes to stderr in the block; pass on all but START_UP_NOISE.
-
-    Those banners go straight to file descriptor 2, around Python's sys.stderr and
-    before any log level applies, so the descriptor itself is redirected meanwhile.
-    """
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            held.seek(0)
-            for line in held.read().decode(errors="replace").splitlines():
-                if not any(noise in line for noise in START_UP_NOISE):
-                    print(line, file=sys.stderr)
-
-
-class _Hidden(importlib.abc.MetaPathFinder):
-    """An import hook under which some top-level packages look uninstalled."""
-
-    def __init__(self, packages: frozenset[str]) -> None:
-        self.packages = packages
-
-    def find_spec(
-        self,
-        fullname: str,
-        path: Sequence[str] | None,  # noqa: ARG002 - the finder protocol's arguments
-        target: object = None,  # noqa: ARG002
-    ) -> importlib.machinery.ModuleSpec | None:
-        if fullname.partition(".")[0] in self.packages:
-            raise ModuleNotFoundError(f"No module named {fullname!r} here", name=fullname)
-        return None
-
-
-def keep_unloaded(packages: Iterable[str]) -> None:
-    """Make ``packages`` look uninstalled to this process (those not loaded already).
-
-    Keras and TensorFlow import every optional companion that is installed (the
-    scikit-learn wrappers, pandas and matplotlib utilities, JAX), seconds of start-up
-    for features a stage never uses. A stage's command line calls this before importing
-    them; library use (tests) is left as it is.
-    """
-    hidden = frozenset(package for package in packages if package not in sys.modules)
-    if hidden:
-        sys.meta_path.insert(0, _Hidden(hidden))
-
-
 def outputs_removed_by_dvc(environ: Mapping[str, str]) -> str:
     """Say what DVC removed before the stage ran and how to put it back ("" if nothing).
 
@@ -181,19 +105,15 @@ def outputs_removed_by_dvc(environ: Mapping[str, str]) -> str:
     )
 
 
-def run_stage(main: Callable[[], None], *, skip_teardown: bool = False) -> None:
+def run_stage(main: Callable[[], None]) -> None:
     """Run a stage's ``main()``, turning expected faults into ``error: ...`` and status 1.
 
     Ctrl-C ends with status 130; the atomic writers have removed what was half-written.
     Under DVC, a last line says which outputs DVC removed and how to restore them.
-    ``skip_teardown``: once ``main()`` has succeeded (its outputs renamed into place),
-    end the process at once, without the interpreter's teardown of native libraries,
-    which takes TensorFlow 0.7 s and changes nothing on disk.
     """
     # Libraries' own INFO chatter (JAX probing for TPUs, say) stays out; the stages' in.
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     logging.getLogger("stages").setLevel(logging.INFO)
-    quiet_logs()
     restore_interrupt()
     try:
         main()
@@ -207,10 +127,6 @@ def run_stage(main: Callable[[], None], *, skip_teardown: bool = False) -> None:
         _fail(f"{error.filename}: {error.strerror or error}", status=1)
     except Exception:
         _fail_unexpectedly()
-    if skip_teardown:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
 
 
 def _fail_unexpectedly() -> None:

@@ -6,8 +6,9 @@ quantized to uint8 codes. A :class:`Standardization` maps inputs to the model's 
 features (the model applies it, batch by batch), so no float copy of a dataset exists.
 
 Layout of the folder: ``{split}_images.npy`` and ``{split}_labels.npy`` per split,
-``{split}_codes.npy`` with whitening, ``standardization.npz``, ``whitening.npz`` (with
-whitening) and ``classes.json``.
+``{split}_codes.npy`` with whitening, ``preprocessing.json`` (the scaling mode) with
+``whitening.npz`` for ZCA, ``standardization.npz`` and ``classes.json``. The model folder
+carries the same preprocessing record (see :class:`Preprocessing`).
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ from stages.cifar import FEATURES, Split
 from stages.cli import MAX_JSON_BYTES, read_small_file, upstream_error
 
 SplitName = Literal["train", "validation", "test"]
+# prepare.scaling: how images become the model's inputs (stages/prepare.py fits them).
+SCALINGS = ("unit", "per_channel", "per_pixel", "zca")
 STAGE = "prepare"
 CLASSES_FILE = "classes.json"
+PREPROCESSING_FILE = "preprocessing.json"
 _STANDARDIZATION_FILE = "standardization.npz"
 WHITENING_FILE = "whitening.npz"
 # Whitened values map to codes 0-255 over +-4 standard deviations: about 0.15 % of the
@@ -136,6 +140,57 @@ class Whitening:
         return codes
 
 
+@dataclass(frozen=True)
+class Preprocessing:
+    """How images become the model's inputs, as the prepare stage fitted it.
+
+    ``scaling`` is prepare.scaling. With "zca", ``whitening`` turns images into the
+    uint8 codes the model reads; otherwise the model reads the images themselves (and
+    standardizes them inside, as it does the codes). It is written as data beside the
+    prepared splits and in the model folder, and read from there: no stage infers it
+    from which files exist.
+    """
+
+    scaling: str
+    whitening: Whitening | None = None
+
+    def __post_init__(self) -> None:
+        if self.scaling not in SCALINGS:
+            raise ValueError(f"scaling {self.scaling!r} is not one of {', '.join(SCALINGS)}")
+        if (self.scaling == "zca") != (self.whitening is not None):
+            raise ValueError(
+                f"scaling {self.scaling!r} with whitening {self.whitening is not None}"
+            )
+
+    def model_inputs(self, images: np.ndarray) -> np.ndarray:
+        """Return the model's uint8 inputs for uint8 images: their codes, or the images."""
+        return self.whitening.encode(images) if self.whitening is not None else images
+
+
+def write_preprocessing(directory: Path, preprocessing: Preprocessing) -> None:
+    """Write the scaling mode (JSON) and, for ZCA, the whitening into ``directory``."""
+    record = {"scaling": preprocessing.scaling}
+    (directory / PREPROCESSING_FILE).write_text(json.dumps(record) + "\n")
+    if preprocessing.whitening is not None:
+        write_whitening(directory / WHITENING_FILE, preprocessing.whitening)
+
+
+def read_preprocessing(directory: Path, stage: str | None = STAGE) -> Preprocessing:
+    """Read what :func:`write_preprocessing` wrote; errors name ``stage`` to rerun."""
+    path = directory / PREPROCESSING_FILE
+    try:
+        record = json.loads(read_small_file(path, MAX_JSON_BYTES, stage))
+    except (ValueError, RecursionError) as error:  # not JSON, not UTF-8, too deeply nested
+        raise upstream_error(path, stage, f"not valid JSON ({error})") from None
+    scaling = record.get("scaling") if isinstance(record, dict) else None
+    if scaling not in SCALINGS:
+        raise upstream_error(
+            path, stage, f"scaling {scaling!r} is not one of {', '.join(SCALINGS)}"
+        )
+    whitening = read_whitening(directory / WHITENING_FILE, stage) if scaling == "zca" else None
+    return Preprocessing(scaling, whitening)
+
+
 def load_array(path: Path, stage: str) -> np.ndarray:
     """Load a ``.npy`` array that ``stage`` writes (never a pickle)."""
     try:
@@ -153,9 +208,9 @@ def _split_files(directory: Path, split: SplitName) -> tuple[Path, Path, Path]:
 def save_prepared(
     directory: Path,
     splits: dict[SplitName, Split],
+    preprocessing: Preprocessing,
     standardization: Standardization,
     class_names: tuple[str, ...],
-    whitening: Whitening | None = None,
 ) -> None:
     """Write every split, the input scaling and the class names into ``directory``."""
     directory.mkdir()
@@ -163,13 +218,12 @@ def save_prepared(
         images_file, labels_file, codes_file = _split_files(directory, split_name)
         np.save(images_file, split.images)
         np.save(labels_file, split.labels)
-        if whitening is not None:
-            np.save(codes_file, whitening.encode(split.images))
+        if preprocessing.whitening is not None:
+            np.save(codes_file, preprocessing.whitening.encode(split.images))
     np.savez(
         directory / _STANDARDIZATION_FILE, mean=standardization.mean, scale=standardization.scale
     )
-    if whitening is not None:
-        write_whitening(directory / WHITENING_FILE, whitening)
+    write_preprocessing(directory, preprocessing)
     write_class_names(directory, class_names)
 
 
@@ -255,10 +309,10 @@ def load_split(directory: Path, split: SplitName) -> Split:
     )
 
 
-def load_model_inputs(directory: Path, split: SplitName) -> Split:
-    """Load one split as the model sees it: whitened codes if there are any, else images."""
+def load_model_inputs(directory: Path, split: SplitName, preprocessing: Preprocessing) -> Split:
+    """Load one split as the model sees it: the whitened codes with ZCA, else the images."""
     images_file, labels_file, codes_file = _split_files(directory, split)
-    inputs_file = codes_file if (directory / WHITENING_FILE).exists() else images_file
+    inputs_file = codes_file if preprocessing.whitening is not None else images_file
     return _checked_split(
         inputs_file, load_array(inputs_file, STAGE), load_array(labels_file, STAGE)
     )
@@ -279,12 +333,6 @@ def load_standardization(directory: Path) -> Standardization:
         return Standardization(arrays["mean"], arrays["scale"])
     except (KeyError, ValueError) as error:
         raise upstream_error(path, STAGE, f"not a standardization ({error})") from None
-
-
-def load_whitening(directory: Path, stage: str | None = STAGE) -> Whitening | None:
-    """Load the ZCA whitening, or None when the inputs are the images themselves."""
-    path = directory / WHITENING_FILE
-    return read_whitening(path, stage) if path.exists() else None
 
 
 def load_class_names(directory: Path, stage: str | None = STAGE) -> tuple[str, ...]:

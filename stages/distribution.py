@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-import jax
 import keras
 
 from stages.cifar import Split
@@ -66,16 +65,20 @@ def set_up(distribute: str) -> Placement:
         return Placement(process_index=0, process_count=1, device_count=1)
     if distribute != "data_parallel":
         raise ValueError(f"unknown distribute {distribute!r}: use none or data_parallel")
-    if _process_settings():
-        # JAX's CPU backend needs a collectives implementation to sum across processes.
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    settings = _process_settings()
+    if settings:
         keras.distribution.initialize()
     devices = keras.distribution.list_devices()
     # Each process slices its own share of every batch (see local_share).
     keras.distribution.set_distribution(
         keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False)
     )
-    return Placement(jax.process_index(), jax.process_count(), len(devices))
+    # As keras.distribution.initialize read them: one process without them.
+    return Placement(
+        process_index=int(settings.get("KERAS_DISTRIBUTION_PROCESS_ID", 0)),
+        process_count=int(settings.get("KERAS_DISTRIBUTION_NUM_PROCESSES", 1)),
+        device_count=len(devices),
+    )
 
 
 def local_share(split: Split, placement: Placement, batch_size: int) -> tuple[Split, int]:

@@ -9,10 +9,10 @@ train stage wrote.
 
 from __future__ import annotations
 
-from stages.interrupt import exit_quietly_on_interrupt
+from stages.start import start_command
 
 if __name__ == "__main__":
-    exit_quietly_on_interrupt()  # first: the imports below take up to seconds
+    start_command()  # before the imports below
 
 import argparse
 from dataclasses import dataclass
@@ -25,12 +25,12 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, log_loss
 from stages.atomic import atomic_outputs, json_text
 from stages.cli import StageError, read_json, run_stage, upstream_error
 from stages.dataset import (
+    Preprocessing,
     Standardization,
-    Whitening,
     load_class_names,
     load_model_inputs,
     load_standardization,
-    load_whitening,
+    read_preprocessing,
 )
 from stages.inference import DenseNetwork, load_network
 from stages.params import read_params_file
@@ -155,39 +155,42 @@ def check_kept_model(
         )
 
 
-def _scaling(whitening: Whitening | None) -> str:
-    return "ZCA whitening" if whitening is not None else "standardization alone"
+def same_preprocessing(first: Preprocessing, second: Preprocessing) -> bool:
+    """Whether two preprocessings make the same inputs: same mode, same fitted whitening."""
+    if first.scaling != second.scaling:
+        return False
+    if first.whitening is None or second.whitening is None:
+        return first.whitening is second.whitening
+    return all(
+        np.array_equal(getattr(first.whitening, name), getattr(second.whitening, name))
+        for name in ("mean", "components", "gains", "epsilon", "std")
+    )
 
 
 def check_same_inputs(
     network: DenseNetwork,
     class_names: tuple[str, ...],
-    prepared: tuple[Path, Standardization, Whitening | None],
-    model: tuple[Path, Whitening | None],
+    prepared: tuple[Path, Preprocessing, Standardization],
+    model: tuple[Path, Preprocessing],
 ) -> None:
     """Refuse a prepared folder that is not what the model was trained on.
 
-    Its input scaling (the standardization inside the model, the whitening in the model
-    folder) and its classes must be the model's: else the model is not at fault, the
+    Its preprocessing (recorded in both folders), its standardization (inside the
+    model) and its classes must be the model's: else the model is not at fault, the
     prepared data changed since training.
     """
-    prepared_folder, standardization, prepared_whitening = prepared
-    model_folder, model_whitening = model
-    if prepared_whitening is None or model_whitening is None:
-        same_whitening = prepared_whitening is model_whitening
-    else:
-        same_whitening = all(
-            np.array_equal(getattr(prepared_whitening, name), getattr(model_whitening, name))
-            for name in ("mean", "components", "gains", "epsilon", "std")
-        )
+    prepared_folder, prepared_preprocessing, standardization = prepared
+    model_folder, model_preprocessing = model
     same_standardization = np.allclose(
         network.mean, standardization.mean, rtol=1e-6, atol=0
     ) and np.allclose(network.scale, standardization.scale, rtol=1e-6, atol=0)
-    if not (same_whitening and same_standardization):
+    if not (
+        same_preprocessing(prepared_preprocessing, model_preprocessing) and same_standardization
+    ):
         raise StageError(
-            f"{prepared_folder}: its input scaling ({_scaling(prepared_whitening)}, fitted on "
-            f"its train split) is not the one {model_folder} was trained on "
-            f"({_scaling(model_whitening)}): the prepared data changed since training; "
+            f"{prepared_folder}: its input scaling ({prepared_preprocessing.scaling!r}, fitted "
+            f"on its train split) is not the one {model_folder} was trained on "
+            f"({model_preprocessing.scaling!r}): the prepared data changed since training; "
             "`dvc repro` trains a model on it"
         )
     if network.layers[-1].bias.size != len(class_names):
@@ -218,24 +221,21 @@ def main() -> None:
     )
     class_names = load_class_names(arguments.prepared)
     network = load_network(arguments.model)
+    preprocessing = read_preprocessing(arguments.prepared)
     check_same_inputs(
         network,
         class_names,
-        (
-            arguments.prepared,
-            load_standardization(arguments.prepared),
-            load_whitening(arguments.prepared),
-        ),
-        (arguments.model, load_whitening(arguments.model, "train")),
+        (arguments.prepared, preprocessing, load_standardization(arguments.prepared)),
+        (arguments.model, read_preprocessing(arguments.model, "train")),
     )
-    validation = load_model_inputs(arguments.prepared, "validation")
+    validation = load_model_inputs(arguments.prepared, "validation", preprocessing)
     validation_accuracy = float(
         accuracy_score(
             validation.labels, network.predict(validation.images, params.batch_size).argmax(axis=1)
         )
     )
     check_kept_model(network, kept, validation_accuracy, arguments.model)
-    test = load_model_inputs(arguments.prepared, "test")
+    test = load_model_inputs(arguments.prepared, "test", preprocessing)
     probabilities = network.predict(test.images, params.batch_size)
 
     # Validation first: experiments are chosen by it, and `dvc exp show` keeps this order.

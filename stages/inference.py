@@ -1,11 +1,12 @@
 """Run a saved model with numpy alone: evaluation and prediction load no deep-learning framework.
 
 A model folder written by stages/model.py is self-contained: Keras' own files (the
-architecture as JSON, the weights as ``.weights.h5``), the class names, and with ZCA
-the whitening that turns images into the model's inputs. The MLP uses four kinds of
+architecture as JSON, the weights as ``.weights.h5``), the class names, and the
+preprocessing that turns images into the model's inputs. The MLP uses four kinds of
 layers (``InputLayer``, ``Normalization``, ``Dense``, ``Dropout``), whose inference is a
-few numpy lines each; importing Keras (and with it JAX or TensorFlow) would cost 3-5 s
-per process. tests/test_model.py checks the predictions against Keras' on both backends.
+few numpy lines each, so evaluating and predicting never import Keras (and with it JAX
+or TensorFlow). tests/test_model.py checks the predictions against Keras' on both
+backends.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from scipy import special
 
 from stages.cifar import FEATURES
 from stages.cli import StageError, read_small_file, regular_file_size, upstream_error
-from stages.dataset import Whitening, load_class_names, load_whitening
+from stages.dataset import Preprocessing, load_class_names, read_preprocessing
 from stages.params import MAX_MLP_PARAMETERS
 
 ARCHITECTURE_FILE = "model.json"
@@ -276,12 +277,11 @@ class Classifier:
 
     network: DenseNetwork
     class_names: tuple[str, ...]
-    whitening: Whitening | None  # None: the model reads the images themselves
+    preprocessing: Preprocessing
 
     def probabilities(self, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """Class probabilities of (N, 3072) uint8 height-width-channel images."""
-        inputs = self.whitening.encode(images) if self.whitening is not None else images
-        return self.network.predict(inputs, batch_size)
+        return self.network.predict(self.preprocessing.model_inputs(images), batch_size)
 
 
 def load_classifier(directory: Path, stage: str | None = STAGE) -> Classifier:
@@ -296,10 +296,11 @@ def load_classifier(directory: Path, stage: str | None = STAGE) -> Classifier:
             f"{directory}: {len(class_names)} class names for a model of "
             f"{network.layers[-1].bias.size} outputs"
         )
-    whitening = load_whitening(directory, stage)
+    preprocessing = read_preprocessing(directory, stage)
+    whitening = preprocessing.whitening
     if whitening is not None and whitening.mean.shape != (FEATURES,):
         raise StageError(
             f"{directory}: a whitening of {whitening.mean.shape[0]} values per image, not "
             f"{FEATURES}"
         )
-    return Classifier(network, class_names, whitening)
+    return Classifier(network, class_names, preprocessing)

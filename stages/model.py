@@ -2,10 +2,9 @@
 
 The model starts with a ``Normalization`` layer holding the prepare stage's
 standardization as constants (no parameters), so it takes the uint8 inputs of the
-prepared data directly; its saved folder adds the class names and, with ZCA, the
-whitening, so it is all a prediction needs (stages/inference.py). Training runs
-on Keras' JAX backend: on a 2-core CPU it trains this MLP about twice as fast as the
-TensorFlow backend (README, "Results").
+prepared data directly; its saved folder adds the class names and the preprocessing
+(the scaling mode, and with ZCA the whitening), so it is all a prediction needs
+(stages/inference.py). It runs on either of Keras' backends (``train.backend``).
 """
 
 from __future__ import annotations
@@ -16,13 +15,7 @@ import keras
 from keras import layers
 
 from stages.cifar import FEATURES
-from stages.dataset import (
-    WHITENING_FILE,
-    Standardization,
-    Whitening,
-    write_class_names,
-    write_whitening,
-)
+from stages.dataset import Preprocessing, Standardization, write_class_names, write_preprocessing
 from stages.inference import ARCHITECTURE_FILE, WEIGHTS_FILE, weights_sha256
 
 
@@ -78,19 +71,18 @@ def save_model(
     model: keras.Model,
     directory: Path,
     class_names: tuple[str, ...],
-    whitening: Whitening | None = None,
+    preprocessing: Preprocessing,
 ) -> None:
     """Save a self-contained model folder; the same model gives the same bytes.
 
     Architecture (JSON) and weights (.weights.h5) as Keras writes them, the class
-    names, and the whitening that makes the model's inputs from images, if any.
+    names, and the preprocessing that makes the model's inputs from images.
     """
     directory.mkdir()
     (directory / ARCHITECTURE_FILE).write_text(model.to_json(indent=2) + "\n")
     model.save_weights(directory / WEIGHTS_FILE)
     write_class_names(directory, class_names)
-    if whitening is not None:
-        write_whitening(directory / WHITENING_FILE, whitening)
+    write_preprocessing(directory, preprocessing)
 
 
 def load_model(directory: Path) -> keras.Model:

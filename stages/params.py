@@ -16,10 +16,10 @@ read (a local file replaced in place, with no md5 to pin it).
 
 from __future__ import annotations
 
-from stages.interrupt import exit_quietly_on_interrupt
+from stages.start import start_command
 
 if __name__ == "__main__":
-    exit_quietly_on_interrupt()  # first: the imports below take up to seconds
+    start_command()  # before the imports below
 
 import argparse
 import hashlib
@@ -206,6 +206,9 @@ class TrainParams(Section):
     distribute: Literal["none", "data_parallel"] = Field(
         description="data_parallel: Keras' DataParallel over devices and processes"
     )
+    backend: Literal["jax", "tensorflow"] = Field(
+        description="Keras' backend; data_parallel needs jax (dvc.yaml sets KERAS_BACKEND from it)"
+    )
 
     @property
     def parameter_count(self) -> int:
@@ -235,6 +238,15 @@ class TrainParams(Section):
         if self.warmup_epochs >= self.epochs:
             raise ValueError(
                 f"warmup_epochs ({self.warmup_epochs}) must be less than epochs ({self.epochs})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _data_parallel_on_jax(self) -> Self:
+        # Keras' distribution API (DataParallel) runs on its JAX backend only.
+        if self.distribute == "data_parallel" and self.backend != "jax":
+            raise ValueError(
+                f"distribute = 'data_parallel' needs backend = 'jax', not {self.backend!r}"
             )
         return self
 

@@ -9,10 +9,10 @@ check, a wrong one red and marked with a cross, so colour is never the only cue.
 
 from __future__ import annotations
 
-from stages.interrupt import exit_quietly_on_interrupt
+from stages.start import start_command
 
 if __name__ == "__main__":
-    exit_quietly_on_interrupt()  # first: the imports below take up to seconds
+    start_command()  # before the imports below
 
 import argparse
 import io

@@ -7,10 +7,10 @@ stages/dataset.py for the folder's layout).
 
 from __future__ import annotations
 
-from stages.interrupt import exit_quietly_on_interrupt
+from stages.start import start_command
 
 if __name__ == "__main__":
-    exit_quietly_on_interrupt()  # first: the imports below take up to seconds
+    start_command()  # before the imports below
 
 import argparse
 import logging
@@ -33,6 +33,7 @@ from stages.cifar import (
 from stages.cli import StageError, run_stage
 from stages.dataset import (
     CODES_STANDARDIZATION,
+    Preprocessing,
     SplitName,
     Standardization,
     Whitening,
@@ -248,12 +249,13 @@ def main() -> None:
     else:
         standardization = compute_standardization(train.images, params.scaling)
     report = data_report(archive, splits, params, whitening)
+    preprocessing = Preprocessing(params.scaling, whitening)
 
     logger.info("writing %s", arguments.output)
     with atomic_outputs(
         arguments.output, arguments.report, before_commit=params_file.check_unchanged
     ) as (folder, report_file):
-        save_prepared(folder, splits, standardization, archive.class_names, whitening)
+        save_prepared(folder, splits, preprocessing, standardization, archive.class_names)
         report_file.write_text(json_text(report))
     sizes = ", ".join(f"{name} {len(split.labels)}" for name, split in splits.items())
     print(f"prepared {sizes} images ({params.scaling} scaling) into {arguments.output}")

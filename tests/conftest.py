@@ -16,13 +16,16 @@ import numpy as np
 import pytest
 
 from stages.cifar import CLASS_NAMES, FEATURES, file_md5
-from stages.dataset import WHITENING_FILE, Whitening, write_class_names, write_whitening
+from stages.dataset import Preprocessing, Whitening, write_class_names, write_preprocessing
 from stages.inference import ARCHITECTURE_FILE, WEIGHTS_FILE
 from stages.params import Params, TrainParams, parse_params, read_params_file, validate_params
 from tools.params_file import Changes, update_params_file
 from tools.synthetic_archive import make_synthetic_archive
 
 REPOSITORY = Path(__file__).resolve().parent.parent
+# Keras reads its backend when it first loads: the tests' own training (in this process and
+# in the stages they run) uses JAX, as dvc.yaml's train command does for train.backend: jax.
+os.environ.setdefault("KERAS_BACKEND", "jax")
 # The tests' own params.yaml: never the user's, which an applied experiment or another
 # archive may have changed (and committed as a baseline).
 TEST_PARAMS = REPOSITORY / "tests" / "params.yaml"
@@ -252,16 +255,14 @@ def write_model_folder(folder: Path, hidden_units: tuple[int, ...] = (4,), seed:
     (folder / ARCHITECTURE_FILE).write_text(json.dumps(model, indent=2) + "\n")
     write_class_names(folder, CLASS_NAMES)
     components = np.linalg.qr(rng.normal(size=(FEATURES, 3)))[0].T.astype(np.float32)
-    write_whitening(
-        folder / WHITENING_FILE,
-        Whitening(
-            rng.uniform(100, 150, FEATURES).astype(np.float32),
-            np.ascontiguousarray(components),
-            np.array([-1.0, -0.5, -0.1], np.float32),
-            0.3,
-            std=2.0,
-        ),
+    whitening = Whitening(
+        rng.uniform(100, 150, FEATURES).astype(np.float32),
+        np.ascontiguousarray(components),
+        np.array([-1.0, -0.5, -0.1], np.float32),
+        0.3,
+        std=2.0,
     )
+    write_preprocessing(folder, Preprocessing("zca", whitening))
     return folder
 
 

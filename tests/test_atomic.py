@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stages.atomic import atomic_outputs, json_text, remove_leftovers
+from stages.atomic import atomic_outputs, remove_leftovers
 from stages.cli import StageError
 
 
@@ -88,10 +88,6 @@ def test_leftovers_of_a_killed_run_are_removed_when_the_stage_runs_again(tmp_pat
         [stale_folder.name, stale_previous.name]
     )
     assert [path.name for path in tmp_path.iterdir()] == [unrelated.name]
-
-
-def test_reports_are_indented_json_with_a_final_newline() -> None:
-    assert json_text({"a": [1, 2]}) == '{\n  "a": [\n    1,\n    2\n  ]\n}\n'
 
 
 def test_an_output_named_twice_is_refused(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 
 RUN_SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
@@ -87,7 +88,14 @@ def test_step_products_of_the_assignment_mlp_count_its_multiply_adds(run: Module
 def test_matmul_floor_adds_every_product_of_every_epoch(
     run: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(run, "product_seconds", lambda product: 1.0)  # each product: 1 s
+    # 32 -> 16 -> 4 at batch 8: each training step's products, listed by hand (rows,
+    # inner, columns), each given its own time; validation's forward products likewise.
+    seconds = {
+        (8, 32, 16): 1, (32, 8, 16): 2,  # layer 1: forward, weight gradient
+        (8, 16, 4): 4, (16, 8, 4): 8, (8, 4, 16): 16,  # layer 2: and the input gradient
+        (16, 32, 16): 32, (16, 16, 4): 64,  # validation batches of 16
+    }  # fmt: skip
+    monkeypatch.setattr(run, "product_seconds", seconds.__getitem__)
     floor = run.matmul_floor_seconds(
         [32, 16, 4],
         batch_size=8,
@@ -96,10 +104,21 @@ def test_matmul_floor_adds_every_product_of_every_epoch(
         validation_samples=32,
         epochs=2,
     )
-    steps, products_per_step = 64 / 8, 5  # 2 + 3 products for the two layers
-    validation_batches, products_per_batch = 32 / 16, 2
-    assert floor == 2 * (steps * products_per_step + validation_batches * products_per_batch)
+    # 2 epochs x (8 steps x (1 + 2 + 4 + 8 + 16) + 2 validation batches x (32 + 64))
+    assert floor == 880
 
 
-def test_product_seconds_times_a_real_product(run: ModuleType) -> None:
-    assert 0 < run.product_seconds((8, 16, 4), repetitions=3) < 1
+def test_product_seconds_is_the_fastest_of_real_products_of_that_shape(
+    run: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    products, clock = [], iter([0.0, 5.0, 10.0, 12.0, 20.0, 27.0])  # took 5, 2 and 7 s
+    real_matmul = np.matmul
+
+    def matmul(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        products.append((left.shape, right.shape, left.dtype))
+        return real_matmul(left, right)
+
+    monkeypatch.setattr(run.np, "matmul", matmul)
+    monkeypatch.setattr(run.time, "perf_counter", lambda: next(clock))
+    assert run.product_seconds((8, 16, 4), repetitions=3) == 2.0
+    assert products == [((8, 16), (16, 4), np.float32)] * 3

@@ -12,7 +12,7 @@ from conftest import QUICK_TRAIN, prepare_into, run_stage, train_arguments, writ
 
 from stages.cifar import CLASS_NAMES, FEATURES
 from stages.cli import StageError
-from stages.dataset import Standardization, Whitening
+from stages.dataset import Preprocessing, Standardization, Whitening
 from stages.evaluate import (
     PREDICTION_COLUMNS,
     KeptModel,
@@ -213,41 +213,49 @@ def one_output_network() -> DenseNetwork:
                         (Dense(kernel, np.zeros(1, np.float32), "softmax"),))  # fmt: skip
 
 
-def whitening(epsilon: float = 0.3) -> Whitening:
-    return Whitening(np.zeros(FEATURES, np.float32), np.eye(1, FEATURES, dtype=np.float32),
-                     np.array([-1.0], np.float32), epsilon, std=2.0)  # fmt: skip
+def zca(epsilon: float = 0.3) -> Preprocessing:
+    whitening = Whitening(np.zeros(FEATURES, np.float32), np.eye(1, FEATURES, dtype=np.float32),
+                          np.array([-1.0], np.float32), epsilon, std=2.0)  # fmt: skip
+    return Preprocessing("zca", whitening)
 
 
 @pytest.mark.parametrize(
-    ("prepared_whitening", "model_whitening", "scale", "message"),
+    ("prepared_preprocessing", "model_preprocessing", "scale", "message"),
     [
-        (None, whitening(), 1.0, r"\(standardization alone, .*trained on \(ZCA whitening\)"),
-        (whitening(), None, 1.0, r"\(ZCA whitening, .*trained on \(standardization alone\)"),
-        (whitening(0.1), whitening(), 1.0, r"\(ZCA whitening, .*trained on \(ZCA whitening\)"),
-        (None, None, 2.0, r"\(standardization alone, .*trained on \(standardization alone\)"),
+        (Preprocessing("per_pixel"), zca(), 1.0, r"\('per_pixel', .*trained on \('zca'\)"),
+        (zca(), Preprocessing("unit"), 1.0, r"\('zca', .*trained on \('unit'\)"),
+        (zca(0.1), zca(), 1.0, r"\('zca', .*trained on \('zca'\)"),
+        (
+            Preprocessing("unit"),
+            Preprocessing("per_channel"),
+            1.0,
+            r"\('unit', .*\('per_channel'\)",
+        ),
+        (Preprocessing("unit"), Preprocessing("unit"), 2.0, r"\('unit', .*trained on \('unit'\)"),
     ],
 )
 def test_a_prepared_folder_of_other_inputs_is_blamed_not_the_model(
-    prepared_whitening: Whitening | None,
-    model_whitening: Whitening | None,
+    prepared_preprocessing: Preprocessing,
+    model_preprocessing: Preprocessing,
     scale: float,
     message: str,
 ) -> None:
     model = one_output_network()
     standardization = Standardization(model.mean, model.scale * np.float32(scale))
-    inputs = (Path("prepared"), standardization, prepared_whitening)
+    inputs = (Path("prepared"), prepared_preprocessing, standardization)
     with pytest.raises(StageError, match=f"^prepared: its input scaling {message}") as caught:
-        check_same_inputs(model, ("a",), inputs, (Path("model"), model_whitening))
+        check_same_inputs(model, ("a",), inputs, (Path("model"), model_preprocessing))
     assert "the prepared data changed since training; `dvc repro` trains" in str(caught.value)
-    same = (Path("prepared"), Standardization(model.mean, model.scale), model_whitening)
-    check_same_inputs(model, ("a",), same, (Path("model"), model_whitening))
+    same = (Path("prepared"), model_preprocessing, Standardization(model.mean, model.scale))
+    check_same_inputs(model, ("a",), same, (Path("model"), model_preprocessing))
 
 
 def test_a_prepared_folder_of_other_classes_is_refused() -> None:
     model = one_output_network()
-    inputs = (Path("prepared"), Standardization(model.mean, model.scale), None)
+    unit = Preprocessing("unit")
+    inputs = (Path("prepared"), unit, Standardization(model.mean, model.scale))
     with pytest.raises(StageError, match="prepared: 10 classes, but model has 1 outputs"):
-        check_same_inputs(model, CLASS_NAMES, inputs, (Path("model"), None))
+        check_same_inputs(model, CLASS_NAMES, inputs, (Path("model"), unit))
 
 
 def test_a_prepared_folder_of_another_scaling_is_named_on_the_command_line(
@@ -259,8 +267,8 @@ def test_a_prepared_folder_of_another_scaling_is_named_on_the_command_line(
     result = evaluate(copy_of_trained)
     assert result.returncode == 1
     assert result.stderr.startswith(
-        "error: data/prepared: its input scaling (standardization alone, fitted on its train "
-        "split) is not the one data/model was trained on (ZCA whitening)"
+        "error: data/prepared: its input scaling ('unit', fitted on its train split) is not "
+        "the one data/model was trained on ('zca')"
     )
     assert result.stderr.count("\n") == 1
 

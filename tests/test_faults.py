@@ -19,8 +19,7 @@ from conftest import (
     update_params,
 )
 
-from stages.cli import quiet_native_start_up
-from stages.interrupt import INTERRUPTED_STATUS
+from stages.start import INTERRUPTED_STATUS
 
 
 @pytest.fixture
@@ -112,22 +111,15 @@ def test_bad_process_settings_are_one_line(project: Path) -> None:
         assert not (project / output).exists(), output
 
 
-def test_native_start_up_banners_are_held_back_and_the_rest_passed_on(
-    capfd: pytest.CaptureFixture[str],
-) -> None:
-    with quiet_native_start_up():
-        os.write(2, b"I0000 port.cc:153] oneDNN custom operations are on. You may see\n")
-        os.write(2, b"E0000 a real problem\n")
-    assert capfd.readouterr().err == "E0000 a real problem\n"
-
-
 @pytest.mark.parametrize(
     ("stage", "arguments"),
     [
         ("prepare", ["--archive", "a.tar.gz", "--output", "data", "--report", "data.json"]),
         ("predict", ["photo.png"]),
+        ("train", ["--prepared", "p", "--model", "m", "--live", "l", "--summary", "s.json",
+                   "--history", "h.json"]),
     ],
-)
+)  # fmt: skip
 def test_ctrl_c_while_the_libraries_load_is_one_line(
     tmp_path: Path, stage: str, arguments: list[str]
 ) -> None:

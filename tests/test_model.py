@@ -16,9 +16,12 @@ import pytest
 
 from stages.cifar import CLASS_NAMES, FEATURES
 from stages.cli import StageError
-from stages.dataset import Standardization
+from stages.dataset import Preprocessing, Standardization
 from stages.inference import ARCHITECTURE_FILE, WEIGHTS_FILE, load_network
 from stages.model import build_model, layer_summary, load_model, save_model
+
+# The model folders here carry no whitening: their inputs are the images themselves.
+UNIT = Preprocessing("unit")
 
 
 def standardization(seed: int = 1) -> Standardization:
@@ -74,8 +77,8 @@ def test_the_model_standardizes_its_uint8_inputs() -> None:
 
 def test_saved_model_loads_back_and_saves_the_same_bytes(tmp_path: Path) -> None:
     model = trained_looking_model([16, 8])
-    save_model(model, tmp_path / "first", CLASS_NAMES)
-    save_model(load_model(tmp_path / "first"), tmp_path / "second", CLASS_NAMES)
+    save_model(model, tmp_path / "first", CLASS_NAMES, UNIT)
+    save_model(load_model(tmp_path / "first"), tmp_path / "second", CLASS_NAMES, UNIT)
     for name in (ARCHITECTURE_FILE, WEIGHTS_FILE, "classes.json"):
         assert (tmp_path / "first" / name).read_bytes() == (tmp_path / "second" / name).read_bytes()
 
@@ -83,7 +86,7 @@ def test_saved_model_loads_back_and_saves_the_same_bytes(tmp_path: Path) -> None
 @pytest.mark.parametrize("activation", ["relu", "gelu", "tanh", "sigmoid"])
 def test_numpy_inference_matches_keras(tmp_path: Path, activation: str) -> None:
     model = trained_looking_model([16, 8], activation)
-    save_model(model, tmp_path / "model", CLASS_NAMES)
+    save_model(model, tmp_path / "model", CLASS_NAMES, UNIT)
     expected = keras.ops.convert_to_numpy(model(inputs(), training=False))
     network = load_network(tmp_path / "model")
     assert network.parameter_count == model.count_params()
@@ -106,7 +109,7 @@ TENSORFLOW_PREDICT = textwrap.dedent(
 
 
 def test_numpy_inference_matches_keras_on_tensorflow(tmp_path: Path) -> None:
-    save_model(trained_looking_model([128, 64]), tmp_path / "model", CLASS_NAMES)
+    save_model(trained_looking_model([128, 64]), tmp_path / "model", CLASS_NAMES, UNIT)
     np.save(tmp_path / "model" / "inputs.npy", inputs(200))
     subprocess.run(
         [sys.executable, "-c", TENSORFLOW_PREDICT, str(tmp_path / "model")],
@@ -122,7 +125,7 @@ def test_numpy_inference_matches_keras_on_tensorflow(tmp_path: Path) -> None:
 
 @pytest.fixture
 def saved(tmp_path: Path) -> Path:
-    save_model(trained_looking_model([16, 8]), tmp_path / "model", CLASS_NAMES)
+    save_model(trained_looking_model([16, 8]), tmp_path / "model", CLASS_NAMES, UNIT)
     return tmp_path / "model"
 
 
@@ -140,7 +143,7 @@ def test_missing_or_truncated_files_are_named(saved: Path) -> None:
 
 
 def test_weights_of_another_architecture_are_refused(tmp_path: Path, saved: Path) -> None:
-    save_model(trained_looking_model([32, 8]), tmp_path / "other", CLASS_NAMES)
+    save_model(trained_looking_model([32, 8]), tmp_path / "other", CLASS_NAMES, UNIT)
     (saved / WEIGHTS_FILE).write_bytes((tmp_path / "other" / WEIGHTS_FILE).read_bytes())
     with pytest.raises(
         StageError, match=r"shapes \(3072, 32\) and \(32,\) for layer 'hidden_1' of 16 units"

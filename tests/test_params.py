@@ -6,6 +6,7 @@ import copy
 import json
 import subprocess
 from pathlib import Path
+from typing import get_args
 
 import pytest
 from conftest import (
@@ -18,6 +19,8 @@ from conftest import (
 )
 from dvc.utils.serialize import parse_yaml as dvc_parse_yaml
 
+from stages.dataset import SCALINGS
+from stages.inference import ACTIVATIONS
 from stages.params import (
     LOCAL_COPY_VARIABLE,
     MAX_BACKPROP_OPERATIONS,
@@ -332,3 +335,25 @@ def test_the_largest_allowed_sizes_fit_the_bounds(raw_params: dict) -> None:
     params = validate_params(raw)
     assert params.train.parameter_count <= MAX_MLP_PARAMETERS
     assert params.backprop.operations <= MAX_BACKPROP_OPERATIONS
+
+
+def test_data_parallel_needs_the_jax_backend(raw_params: dict) -> None:
+    raw = copy.deepcopy(raw_params)
+    raw["train"].update({"distribute": "data_parallel", "backend": "tensorflow"})
+    with pytest.raises(ParamsError) as caught:
+        validate_params(raw)
+    assert str(caught.value) == (
+        "params.yaml: train: distribute = 'data_parallel' needs backend = 'jax', not 'tensorflow'"
+    )
+
+
+def test_the_choices_of_params_are_what_the_code_implements() -> None:
+    # One list each, checked here rather than imported: params.py stays light to load.
+    activations = get_args(
+        Params.model_fields["train"].annotation.model_fields["activation"].annotation
+    )
+    assert set(activations) == set(ACTIVATIONS) - {"linear", "softmax"}
+    scalings = get_args(
+        Params.model_fields["prepare"].annotation.model_fields["scaling"].annotation
+    )
+    assert scalings == SCALINGS

@@ -192,3 +192,13 @@ def test_forced_repro_is_byte_identical(reproduced: Path) -> None:
     # dvc.lock holds every output's hash: model, figures and reports are reproduced bit for bit.
     assert (reproduced / "dvc.lock").read_bytes() == lock
     assert (reproduced / "reports" / "metrics.json").read_bytes() == metrics
+
+
+def test_the_tensorflow_backend_trains_through_dvc(reproduced: Path) -> None:
+    # The default backend, JAX, trained `reproduced`; the same pipeline on TensorFlow:
+    commit(reproduced, "baseline on JAX")
+    result = run(["dvc", "exp", "run", "-S", "train.backend=tensorflow"], reproduced)
+    assert stages_run(result.stdout) == {"params", "train", "evaluate", "plots"}
+    assert "> KERAS_BACKEND=tensorflow python -m stages.train" in result.stdout
+    metrics = json.loads((reproduced / "reports" / "metrics.json").read_text())
+    assert metrics["validation"]["accuracy"] > 0.5  # learnable classes, as on JAX

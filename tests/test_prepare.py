@@ -18,11 +18,12 @@ from stages.cli import StageError
 from stages.dataset import (
     CODE_RANGE_STDS,
     CODES_STANDARDIZATION,
+    Preprocessing,
     load_class_names,
     load_model_inputs,
     load_split,
     load_standardization,
-    load_whitening,
+    read_preprocessing,
 )
 from stages.prepare import check_splittable, compute_standardization, fit_whitening, split_dev
 from tools.synthetic_archive import synthetic_members, write_archive
@@ -187,11 +188,13 @@ def test_main_writes_compact_outputs_and_report(prepared: Path, tiny_archive: Pa
     assert train.images.shape == (160, FEATURES)
     assert load_split(prepared, "test").images.shape == (40, FEATURES)
     # With ZCA (the committed default) the model reads whitened uint8 codes.
-    codes = load_model_inputs(prepared, "train")
+    preprocessing = read_preprocessing(prepared)
+    codes = load_model_inputs(prepared, "train", preprocessing)
     assert codes.images.dtype == np.uint8
     assert not np.array_equal(codes.images, train.images)
     np.testing.assert_array_equal(codes.labels, train.labels)
-    assert load_whitening(prepared) is not None
+    assert preprocessing.scaling == "zca"
+    assert preprocessing.whitening is not None
     np.testing.assert_array_equal(load_standardization(prepared).scale, CODES_STANDARDIZATION.scale)
     assert load_class_names(prepared)[0] == "airplane"
     report = json.loads((prepared.parent.parent / "reports" / "data.json").read_text())
@@ -205,9 +208,11 @@ def test_main_writes_compact_outputs_and_report(prepared: Path, tiny_archive: Pa
 
 def test_without_whitening_the_model_reads_the_images(tmp_path: Path, tiny_archive: Path) -> None:
     prepared = prepare_into(tmp_path, tiny_archive, {"prepare": {"scaling": "per_pixel"}})
-    assert load_whitening(prepared) is None
+    preprocessing = read_preprocessing(prepared)
+    assert preprocessing == Preprocessing("per_pixel")
     assert not list(prepared.glob("*_codes.npy"))
-    inputs, images = load_model_inputs(prepared, "validation"), load_split(prepared, "validation")
+    inputs = load_model_inputs(prepared, "validation", preprocessing)
+    images = load_split(prepared, "validation")
     np.testing.assert_array_equal(inputs.images, images.images)
     assert load_standardization(prepared).scale.min() > 1
 

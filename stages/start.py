@@ -1,13 +1,13 @@
-"""Ctrl-C while a stage starts: the same one ``error:`` line as later, never a traceback.
+"""What a stage's command line does first, before its libraries load.
 
-A stage module imports its libraries (NumPy, scikit-learn, pandas: up to seconds) at its
-top, before ``run_stage`` is called to catch anything, so a Ctrl-C meanwhile would end in
-a traceback from inside some library. A stage's command line therefore calls
-:func:`exit_quietly_on_interrupt` first, before those imports, and ``run_stage`` hands
-Ctrl-C back to Python's own handler (KeyboardInterrupt, which it catches and which the
-atomic writers clean up after) once they are done. Python's documented way to act on a
-signal is a handler (the signal module), and this module imports nothing but the
-standard library, so it loads at once.
+A stage module imports its libraries (NumPy, scikit-learn, Keras: up to seconds) at its
+top, before ``run_stage`` is called to catch anything, and some libraries read their
+settings when they load. So a stage's command line calls :func:`start_command` before
+those imports: a Ctrl-C meanwhile is the same one ``error:`` line as later (Python's
+documented way to act on a signal is a handler; ``run_stage`` hands Ctrl-C back to
+Python's own once the imports are done), and TensorFlow's C++ INFO and WARNING logs stay
+out (its documented TF_CPP_MIN_LOG_LEVEL, unless the user set it). This module imports
+nothing but the standard library, so it loads at once.
 """
 
 from __future__ import annotations
@@ -43,12 +43,14 @@ def _exit_interrupted(signal_number: int, frame: FrameType | None) -> None:  # n
     raise SystemExit(INTERRUPTED_STATUS)
 
 
-def exit_quietly_on_interrupt() -> None:
-    """Until :func:`restore_interrupt`, end on Ctrl-C with the one line and status 130.
+def start_command() -> None:
+    """Handle Ctrl-C until :func:`restore_interrupt` and keep TensorFlow's C++ logs quiet.
 
+    Until then, Ctrl-C ends the process with the one line and status 130.
     Nothing is written while a stage starts, so nothing needs removing. Ctrl-C stays
     as it is when it is ignored (a background job) or handled by someone else.
     """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _exit_interrupted)
 

@@ -33,6 +33,7 @@ from pathlib import Path
 REPOSITORY = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPOSITORY))
 
+from stages.params import parse_params  # noqa: E402
 from tools.params_file import update_params_file  # noqa: E402
 
 FIT = re.compile(r"(\d+) epochs in ([\d.]+) s")
@@ -99,10 +100,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("prepared", type=Path, help="a prepared-data folder")
     parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="another train param for every configuration (YAML value), e.g. max_shift=0",
+    )  # fmt: skip
     arguments = parser.parse_args()
     if len(os.sched_getaffinity(0)) < 2:  # noqa: PLR2004
         parser.error("two cores are needed")
     common = {"epochs": arguments.epochs, "warmup_epochs": 0}
+    for setting in arguments.set:
+        key, _, value = setting.partition("=")
+        common[key] = parse_params(f"{key}: {value}")[key]
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         seconds = {}

@@ -31,7 +31,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 TEST_PARAMS = REPOSITORY / "tests" / "params.yaml"
 # What a project copy needs from this one: the pipeline definition and its code. Its
 # DVC configuration is its own too (tests/conftest.py new_project), not the user's remote.
-PROJECT_FILES = ("dvc.yaml", ".dvcignore", ".gitignore")
+PROJECT_FILES = ("dvc.yaml", ".dvcignore", ".gitignore", "benchmarks/frontier.tsv")
 PROJECT_FOLDERS = ("stages",)
 
 

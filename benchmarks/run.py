@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +50,7 @@ SEEDS = (42, 7, 1, 2, 3)  # training seed of each repetition, as the defaults we
 END_TO_END_TARGET = 0.5  # pipeline / recipe wall time
 MEMORY_TARGET = 0.25  # pipeline / recipe peak memory of the largest process
 VALIDATION_TARGET = 0.58  # the kept model's validation accuracy, mean over seeds
+MOONSHOT_VALIDATION_TARGET = 0.60  # the same, at no more than END_TO_END_TARGET
 Product = tuple[int, int, int]  # rows, inner size, columns of one matrix product
 
 
@@ -67,10 +68,15 @@ class Measured:
         return "".join(line for _, line in self.lines)
 
 
-def measure(command: list[str], cwd: Path) -> Measured:
-    """Run ``command``, timing each output line as it arrives; fail loudly on an error."""
+def measure(command: list[str], cwd: Path, variables: Mapping[str, str] | None = None) -> Measured:
+    """Run ``command``, timing each output line as it arrives; fail loudly on an error.
+
+    ``variables`` are added to this process's environment.
+    """
     environment = dict(
-        os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+        os.environ,
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        **(variables or {}),
     )
     started = time.perf_counter()
     process = subprocess.Popen(
@@ -200,10 +206,15 @@ def run_recipe(archive: Path) -> dict[str, float]:
 
 
 def run_pipeline(archive: Path, seed: int) -> dict[str, float]:
-    """One ``dvc repro`` from nothing in a fresh copy, then a repro with nothing changed."""
+    """One ``dvc repro`` from nothing in a fresh copy, then a repro with nothing changed.
+
+    From nothing means JAX's persistent compilation cache too: it starts empty; then the
+    train stage runs again, forced, with the cache its first run filled.
+    """
     with tempfile.TemporaryDirectory(prefix="cifar-benchmark-") as folder:
         project = project_copy(archive, Path(folder), seed)
-        measured = measure(["dvc", "repro"], project)
+        cache = {"JAX_COMPILATION_CACHE_DIR": str(Path(folder) / "jax-compilation-cache")}
+        measured = measure(["dvc", "repro"], project, cache)
         seconds = stage_seconds(measured)
         if tuple(seconds) != STAGES:
             raise SystemExit(f"dvc repro ran {list(seconds)}, expected {list(STAGES)}")
@@ -216,7 +227,9 @@ def run_pipeline(archive: Path, seed: int) -> dict[str, float]:
         epochs, figures["fit_seconds"], figures["samples_per_second"] = (
             int(fit.group(1)), float(fit.group(2)), float(fit.group(3))
         )  # fmt: skip
-        figures["unchanged_repro_seconds"] = measure(["dvc", "repro"], project).seconds
+        figures["unchanged_repro_seconds"] = measure(["dvc", "repro"], project, cache).seconds
+        warm = measure(["dvc", "repro", "--force", "--single-item", "train"], project, cache)
+        figures["warm_train_seconds"] = stage_seconds(warm)["train"]
         metrics = json.loads((project / "reports" / "metrics.json").read_text())
         figures["validation_accuracy"] = metrics["validation"]["accuracy"]
         figures["test_accuracy"] = metrics["test"]["accuracy"]
@@ -281,6 +294,7 @@ def main() -> None:
         ("peak MB (largest process)", "peak_mb"),
         ("training samples/s", "samples_per_second"),
         ("train: fit seconds (validating, compiling)", "fit_seconds"),
+        ("train: seconds, compilation cache warm", "warm_train_seconds"),
         ("train: its matrix products alone (numpy), s", "fit_matmul_floor_seconds"),
         ("validation accuracy (model kept)", "validation_accuracy"),
         ("test accuracy", "test_accuracy"),
@@ -307,6 +321,12 @@ def main() -> None:
             ">=",
             VALIDATION_TARGET,
         ),
+        (
+            "validation accuracy, the moonshot",
+            mean(pipelines, "validation_accuracy"),
+            ">=",
+            MOONSHOT_VALIDATION_TARGET,
+        ),
         ("pipeline / recipe training throughput", ratio("samples_per_second"), ">=", 2.5),
         (
             "dvc repro with nothing changed (s)",
@@ -314,7 +334,13 @@ def main() -> None:
             "<=",
             3.0,
         ),
-        ("prepare stage (s)", mean(pipelines, "prepare_seconds"), "<=", 3.0),
+        ("prepare stage (s)", mean(pipelines, "prepare_seconds"), "<=", 6.0),
+        (
+            "fit / its matrix products",
+            mean(pipelines, "fit_seconds") / mean(pipelines, "fit_matmul_floor_seconds"),
+            "<=",
+            1.6,
+        ),
         ("backprop stage (s)", mean(pipelines, "backprop_seconds"), "<=", 3.0),
         ("plots stage (s)", mean(pipelines, "plots_seconds"), "<=", 3.0),
         ("DVC cache / archive size", mean(pipelines, "cache_mb") / archive_mb, "<=", 1.5),

@@ -120,6 +120,14 @@ class PrepareParams(Section):
     zca_epsilon: float = Field(
         gt=0, le=100, description="ZCA regularization, on pixels scaled to [0, 1]"
     )
+    zca_fit_images: int | None = Field(
+        ge=1000,
+        le=60_000,
+        description=(
+            "train images the ZCA covariance is fitted on, the first of the shuffled train "
+            "split (its cost grows with them); null: all"
+        ),
+    )
 
 
 class BackpropParams(Section):

@@ -135,12 +135,6 @@ def fit_whitening(images: np.ndarray, epsilon: float) -> Whitening:
     """Fit ZCA whitening with regularization ``epsilon`` (pixels in [0, 1]) on uint8 images."""
     if epsilon <= 0:
         raise ValueError(f"epsilon must be positive, got {epsilon}")
-    if (images == images[:1]).all():
-        # Nothing varies: the whitened values would all be 0, of spread 0.
-        raise StageError(
-            "prepare.scaling = 'zca': the train split's images are all the same, so there "
-            "is nothing to whiten; check the archive"
-        )
     # One pass: the sums and the (3072, 3072) sums of products, per chunk in float32
     # (exact enough for chunks this small) and across chunks in float64.
     width = images.shape[1]
@@ -153,6 +147,12 @@ def fit_whitening(images: np.ndarray, epsilon: float) -> Whitening:
     mean = total / len(images)
     # Covariance of the pixels in [0, 1].
     covariance = (products / len(images) - np.outer(mean, mean)) / 255**2
+    if not np.trace(covariance) > 0:
+        # Nothing varies: the whitened values would all be 0, of spread 0.
+        raise StageError(
+            "prepare.scaling = 'zca': the train split's images are all the same, so there "
+            "is nothing to whiten; check the archive"
+        )
     # Only the components that ZCA scales apart from the rest (see Whitening).
     variances, vectors = scipy.linalg.eigh(
         covariance.astype(np.float32),
@@ -244,7 +244,7 @@ def main() -> None:
     whitening = None
     if params.scaling == "zca":
         logger.info("fitting ZCA whitening on %d train images", len(train.labels))
-        whitening = fit_whitening(train.images, params.zca_epsilon)
+        whitening = fit_whitening(train.images[: params.zca_fit_images], params.zca_epsilon)
         standardization = CODES_STANDARDIZATION
     else:
         standardization = compute_standardization(train.images, params.scaling)

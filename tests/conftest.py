@@ -8,7 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import h5py
@@ -31,7 +31,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 TEST_PARAMS = REPOSITORY / "tests" / "params.yaml"
 # What a project copy needs from this one: the pipeline definition and its code. Its
 # DVC configuration is its own too (tests/conftest.py new_project), not the user's remote.
-PROJECT_FILES = ("dvc.yaml", ".dvcignore", ".gitignore")
+PROJECT_FILES = ("dvc.yaml", ".dvcignore", ".gitignore", "benchmarks/frontier.tsv")
 PROJECT_FOLDERS = ("stages",)
 
 
@@ -144,6 +144,19 @@ def peak_memory_mib(code: str, address_space_mib: int = 1024) -> tuple[str, floa
         pytest.fail(f"the measured code failed:\n{result.stderr}")
     output, _, peak_kib = result.stdout.rstrip("\n").rpartition("\n")
     return output, int(peak_kib) / 1024
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """JAX's persistent compilation cache of the stages the tests run: theirs, not the user's."""
+    cache = tmp_path_factory.mktemp("jax-compilation-cache")
+    previous = os.environ.get("JAX_COMPILATION_CACHE_DIR")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(cache)
+    yield cache
+    if previous is None:
+        del os.environ["JAX_COMPILATION_CACHE_DIR"]
+    else:
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = previous
 
 
 @pytest.fixture(scope="session")

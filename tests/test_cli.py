@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 from conftest import write_params
 
 from stages.cli import outputs_removed_by_dvc
+from stages.start import library_settings
 
 LOCK = """\
 schema: '2.0'
@@ -69,3 +71,34 @@ def test_a_failing_stage_under_dvc_ends_with_what_dvc_removed(tmp_path: Path) ->
             "`dvc checkout plots` puts back the versions dvc.lock records"
         ),
     ]
+
+
+def stage_environment(environment: dict[str, str]) -> dict[str, str]:
+    """What start_command leaves in a command line's environment, given ``environment``."""
+    script = "import json, os\nfrom stages.start import start_command\nstart_command()\n"
+    script += "print(json.dumps(dict(os.environ)))"
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env={name: value for name, value in environment.items() if value is not None},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(result.stdout)
+
+
+def test_a_stage_starts_with_the_libraries_settings_unless_the_user_set_them(
+    tmp_path: Path,
+) -> None:
+    base = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    for name in library_settings(tmp_path):
+        base.pop(name, None)
+    defaults = stage_environment(base)
+    assert defaults["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"  # no GPU hoarding
+    assert defaults["TF_CPP_MIN_LOG_LEVEL"] == "2"
+    cache = Path(defaults["JAX_COMPILATION_CACHE_DIR"])
+    assert cache.is_relative_to(tmp_path)  # the user's cache directory, not the repository
+    assert defaults["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] == "0"
+    users = {"XLA_PYTHON_CLIENT_PREALLOCATE": "true", "JAX_COMPILATION_CACHE_DIR": ""}
+    theirs = stage_environment({**base, **users})
+    assert {name: theirs[name] for name in users} == users

@@ -228,7 +228,10 @@ def with_tools(project: Path) -> Path:
         shutil.copy2(REPOSITORY / name, project / name)
     for name in ("tools", "benchmarks"):
         shutil.copytree(
-            REPOSITORY / name, project / name, ignore=shutil.ignore_patterns("__pycache__")
+            REPOSITORY / name,
+            project / name,
+            ignore=shutil.ignore_patterns("__pycache__"),
+            dirs_exist_ok=True,
         )
     installed = REPOSITORY / ".venv" / ".installed"
     sources = ("pyproject.toml", "requirements.lock", "tools/offline_plots.py")

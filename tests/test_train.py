@@ -198,3 +198,26 @@ def test_a_backend_other_than_the_params_one_is_refused_in_one_line(project: Pat
         "dvc.yaml does"
     )
     assert not (project / "data" / "model").exists()
+
+
+@pytest.mark.slow
+def test_the_compilation_cache_changes_no_bit_of_the_results(project: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "jax-cache"
+    digests = {}
+    # Without JAX's persistent cache (an empty setting turns it off), then with it cold
+    # (it fills) and warm (it serves the compiled steps).
+    for name, setting in (("off", ""), ("cold", str(cache)), ("warm", str(cache))):
+        run(
+            [sys.executable, "-m", "stages.train", *train_arguments(name)],
+            project,
+            environment={"JAX_COMPILATION_CACHE_DIR": setting},
+        )
+        summary = json.loads((project / name / "reports/train/summary.json").read_text())
+        digests[name] = summary["weights_sha256"]
+        if name == "cold":
+            assert any(cache.iterdir())  # the compiled steps are there
+    assert digests["off"] == digests["cold"] == digests["warm"]
+    history = {
+        name: (project / name / "reports/train/history.json").read_text() for name in digests
+    }
+    assert history["off"] == history["cold"] == history["warm"]

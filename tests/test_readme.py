@@ -69,6 +69,8 @@ COVERAGE = {
         "dvc exp run -S prepare.scaling=unit",
         "dvc exp run --queue -S 'train.batch_size=128,256,512'",
         "python -m tools.sweep_table",
+        "dvc exp run --queue -S 'train.epochs=20,25,30,40'",
+        "python -m tools.frontier",
     ),
     "test_using_the_model": (
         "python -m stages.predict cat.jpg",
@@ -88,6 +90,8 @@ COVERAGE = {
         'git commit -am "Use the shared DVC remote"',
         "dvc push --run-cache",
         "dvc repro --pull --allow-missing",
+        ".venv/bin/python benchmarks/scale_out.py data/prepared --epochs 4",
+        ".venv/bin/python benchmarks/scale_out.py data/prepared --epochs 4 --set",
     ),
     "test_the_benchmark": (".venv/bin/python benchmarks/run.py",),
     "test_the_fast_tests_pass_after_a_users_baseline": (".venv/bin/pytest",),
@@ -330,6 +334,44 @@ def only_remote_free_scripts(html: str) -> None:
     assert "window.vegaEmbed=" in html
 
 
+def compare(shell: Shell, project: Path) -> None:
+    """Step 3 of the README's everyday use, on the experiments run so far."""
+    table = shell.run("dvc exp show --only-changed", environment={"COLUMNS": "120"}).stdout
+    header = table.splitlines()[1]
+    for column in ("Experiment", "validation.accuracy", "test.accuracy", "train.learning_rate"):
+        assert column in header, table
+    assert "…" not in table, table  # nothing cut to fit
+    assert max(len(line) for line in table.splitlines()) <= 120
+
+    diff = shell.run("dvc exp diff main <experiment>").stdout
+    assert "train." in diff
+    shell.run("dvc metrics diff")
+    shell.run("dvc params diff")
+    shell.run("dvc plots diff HEAD")
+    only_remote_free_scripts((project / "dvc_plots" / "index.html").read_text())
+    shell.run("dvc plots show")
+    only_remote_free_scripts((project / "dvc_plots" / "index.html").read_text())
+    # One of the plots, rendered offline from the very spec DVC puts on the page.
+    plots = json.loads(run(["dvc", "plots", "show", "--json"], project).stdout)["data"]
+    spec = plots["Accuracy per epoch"][0]["content"]
+    svg = vl_convert.vegalite_to_svg(spec, vl_version="5.21")
+    assert "Accuracy per epoch" in svg
+    assert svg.count("<path") > 10
+
+
+def summarize_the_sweep(shell: Shell, project: Path) -> None:
+    """The tables of "How the defaults were chosen", for the queued experiments run."""
+    sweep = shell.run("python -m tools.sweep_table").stdout
+    assert "0.002" in sweep
+    assert "0.004" in sweep
+    frontier = shell.run("python -m tools.frontier").stdout
+    assert frontier.startswith("wrote ")
+    rows = (project / "benchmarks" / "frontier.tsv").read_text().splitlines()
+    assert rows[0].split("\t") == ["train.epochs", "runs", "validation_accuracy", "spread",
+                                   "repro_seconds"]  # fmt: skip
+    assert "20" in {row.split("\t")[0] for row in rows[1:]}  # the queued ones
+
+
 @pytest.mark.slow
 def test_everyday_use(
     make_project: Callable[..., Path], tmp_path: Path, tiny_archive: Path
@@ -359,32 +401,9 @@ def test_everyday_use(
     names = experiment_names(project)
     assert len(names) == 4
 
-    table = shell.run("dvc exp show --only-changed", environment={"COLUMNS": "120"}).stdout
-    header = table.splitlines()[1]
-    for column in ("Experiment", "validation.accuracy", "test.accuracy", "train.learning_rate"):
-        assert column in header, table
-    assert "…" not in table, table  # nothing cut to fit
-    assert max(len(line) for line in table.splitlines()) <= 120
-
     shell.values["experiment"] = names[0]
-    diff = shell.run("dvc exp diff main <experiment>").stdout
-    assert "train." in diff
-    shell.run("dvc metrics diff")
-    shell.run("dvc params diff")
-    shell.run("dvc plots diff HEAD")
-    only_remote_free_scripts((project / "dvc_plots" / "index.html").read_text())
-    shell.run("dvc plots show")
-    only_remote_free_scripts((project / "dvc_plots" / "index.html").read_text())
-    # One of the plots, rendered offline from the very spec DVC puts on the page.
-    plots = json.loads(run(["dvc", "plots", "show", "--json"], project).stdout)["data"]
-    spec = plots["Accuracy per epoch"][0]["content"]
-    svg = vl_convert.vegalite_to_svg(spec, vl_version="5.21")
-    assert "Accuracy per epoch" in svg
-    assert svg.count("<path") > 10
-
-    sweep = shell.run("python -m tools.sweep_table").stdout
-    assert "0.002" in sweep
-    assert "0.004" in sweep
+    compare(shell, project)
+    summarize_the_sweep(shell, project)
 
     shell.run("dvc exp apply <experiment>")
     shell.run('git add params.yaml dvc.lock && git commit -m "Baseline: <experiment>"')
@@ -396,6 +415,10 @@ def test_everyday_use(
     # The sweep of "How the defaults were chosen": queued, not run (45 experiments).
     shell.run("dvc exp run --queue -S 'train.batch_size=128,256,512'")
     assert shell.run("dvc queue status").stdout.count("Queued") == 45
+    run(["dvc", "queue", "remove", "--queued"], project)
+    # The frontier's sweep, likewise queued only (12 experiments).
+    shell.run("dvc exp run --queue -S 'train.epochs=20,25,30,40'")
+    assert shell.run("dvc queue status").stdout.count("Queued") == 12
     run(["dvc", "queue", "remove", "--queued"], project)
     shell.check_all_ran()
 
@@ -478,6 +501,14 @@ def test_storage_and_scaling_out(reproduced: Path, tmp_path: Path, tiny_archive:
     assert (clone / "reports" / "metrics.json").read_bytes() == (
         project / "reports" / "metrics.json"
     ).read_bytes()
+
+    # Does it pay? Both of the README's benchmark commands, on the tiny data.
+    for start in (
+        ".venv/bin/python benchmarks/scale_out.py data/prepared --epochs 4",
+        ".venv/bin/python benchmarks/scale_out.py data/prepared --epochs 4 --set",
+    ):
+        output = shell.run(start).stdout
+        assert "speed-up of two processes over one:" in output
     shell.check_all_ran()
 
 

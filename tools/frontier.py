@@ -71,14 +71,15 @@ def frontier(
     return [row for row in rows if row["repro_seconds"] is not None]
 
 
-def dvc(*arguments: str) -> str:
-    """Return the output of a dvc command."""
-    return subprocess.run(  # noqa: S603 - fixed commands with the sweep's own names
+def dvc(*arguments: str, check: bool = True) -> str:
+    """Return the output of a dvc command ("" if it fails and ``check`` is off)."""
+    result = subprocess.run(  # noqa: S603 - fixed commands with the sweep's own names
         ["dvc", *arguments],  # noqa: S607 - the venv's dvc
         capture_output=True,
         text=True,
-        check=True,
-    ).stdout
+        check=check,
+    )
+    return result.stdout if result.returncode == 0 else ""
 
 
 def main() -> None:
@@ -91,8 +92,12 @@ def main() -> None:
     parser.add_argument("--output", type=Path, required=True, help="TSV to write")
     arguments = parser.parse_args()
     shown = json.loads(dvc("exp", "show", "--all-commits", "--json"))
+    # Experiments run outside the queue keep no log: they count for accuracy only.
     rows = frontier(
-        shown, arguments.keys, lambda name: dvc("queue", "logs", name), arguments.outside_fit
+        shown,
+        arguments.keys,
+        lambda name: dvc("queue", "logs", name, check=False),
+        arguments.outside_fit,
     )
     with arguments.output.open("w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=list(rows[0]), delimiter="\t")

@@ -12,6 +12,7 @@ import os
 import pickle
 import signal
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -217,3 +218,27 @@ def test_a_typo_fails_a_repro_of_any_stage(reproduced: Path, target: str) -> Non
     assert result.returncode != 0
     assert "error: params.yaml: train.epoch is not a known key" in result.stderr.splitlines()
     assert f"Running stage '{target}'" not in result.stdout
+
+
+def test_a_relative_archive_path_is_refused_in_a_queued_experiment_with_what_to_write(
+    reproduced: Path,
+) -> None:
+    # Queued experiments run in a copy of the repository under .dvc/tmp/exps/, where a
+    # relative path names another file: the params stage says what to write instead.
+    commit(reproduced, "baseline")
+    run(["dvc", "exp", "run", "--queue", "--name", "relative",
+         "-S", "data.archive=../cifar.tar.gz"], reproduced)  # fmt: skip
+    run(["dvc", "queue", "start", "-j", "1"], reproduced)
+    deadline = time.monotonic() + 300
+    while "Queued" in (status := run(["dvc", "queue", "status"], reproduced).stdout) or (
+        "Running" in status
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(2)
+    assert "Failed" in status
+    log = run(["dvc", "queue", "logs", "relative"], reproduced).stdout
+    assert (
+        "error: params.yaml: data.archive = '../cifar.tar.gz': a relative path, which names "
+        "another file in the copy of the repository that a queued experiment runs in; write "
+        "it absolute, for example -S data.archive=$(realpath ../cifar.tar.gz)"
+    ) in log

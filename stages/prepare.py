@@ -50,10 +50,6 @@ _CHUNK_ROWS = 1024
 _PRODUCT_CHUNK_ROWS = 8192
 # A pixel that never varies gets scale 1 rather than a division by ~0.
 _MIN_STD = 1e-3
-# ZCA keeps the principal components whose variance exceeds this share of epsilon; the
-# rest are scaled by epsilon^-1/2 alone, off by at most 1 - (1 + share)^-1/2 (2.4 %)
-# on components that carry little variance.
-_ZCA_COMPONENT_SHARE = 0.05
 
 
 def check_splittable(labels: np.ndarray, val_fraction: float, source: str) -> None:
@@ -131,10 +127,17 @@ def compute_standardization(images: np.ndarray, scaling: str) -> Standardization
     return Standardization(mean.astype(np.float32), scale.astype(np.float32))
 
 
-def fit_whitening(images: np.ndarray, epsilon: float) -> Whitening:
-    """Fit ZCA whitening with regularization ``epsilon`` (pixels in [0, 1]) on uint8 images."""
+def fit_whitening(images: np.ndarray, epsilon: float, component_share: float) -> Whitening:
+    """Fit ZCA whitening with regularization ``epsilon`` (pixels in [0, 1]) on uint8 images.
+
+    The principal components whose variance exceeds ``component_share * epsilon`` are
+    whitened exactly; the rest are scaled by epsilon^-1/2 alone, which is off by at most
+    1 - (1 + component_share)^-1/2 on each of them.
+    """
     if epsilon <= 0:
         raise ValueError(f"epsilon must be positive, got {epsilon}")
+    if not 0 < component_share <= 1:
+        raise ValueError(f"component_share must be in (0, 1], got {component_share}")
     # One pass: the sums and the (3072, 3072) sums of products, per chunk in float32
     # (exact enough for chunks this small) and across chunks in float64.
     width = images.shape[1]
@@ -157,7 +160,7 @@ def fit_whitening(images: np.ndarray, epsilon: float) -> Whitening:
     variances, vectors = scipy.linalg.eigh(
         covariance.astype(np.float32),
         driver="evr",
-        subset_by_value=(_ZCA_COMPONENT_SHARE * epsilon, np.inf),
+        subset_by_value=(component_share * epsilon, np.inf),
     )
     leading = variances.astype(np.float64)
     gains = 1 / np.sqrt(leading + epsilon) - 1 / np.sqrt(epsilon)
@@ -244,7 +247,11 @@ def main() -> None:
     whitening = None
     if params.scaling == "zca":
         logger.info("fitting ZCA whitening on %d train images", len(train.labels))
-        whitening = fit_whitening(train.images[: params.zca_fit_images], params.zca_epsilon)
+        whitening = fit_whitening(
+            train.images[: params.zca_fit_images],
+            params.zca_epsilon,
+            params.zca_component_share,
+        )
         standardization = CODES_STANDARDIZATION
     else:
         standardization = compute_standardization(train.images, params.scaling)

@@ -121,19 +121,28 @@ def exact_zca(images: np.ndarray, epsilon: float) -> np.ndarray:
 
 
 @pytest.mark.parametrize("epsilon", [0.01, 0.3])
-def test_whitening_matches_the_exact_zca(epsilon: float) -> None:
+@pytest.mark.parametrize("share", [0.05, 0.2, 1.0])
+def test_whitening_matches_the_exact_zca(epsilon: float, share: float) -> None:
     images = smooth_images(1500)
-    whitening = fit_whitening(images, epsilon)
+    whitening = fit_whitening(images, epsilon, share)
     assert 0 < len(whitening.gains) < images.shape[1]  # the weak components were left out
     expected = exact_zca(images, epsilon)
     error = whitening.whiten(images) - expected
-    # Left-out components are off by at most 2.4 % each; they carry little variance.
-    assert np.sqrt(np.mean(error**2)) < 0.01 * np.sqrt(np.mean(expected**2))
+    # Each left-out component is off by at most this share of its exact value.
+    bound = 1 - (1 + share) ** -0.5
+    assert np.sqrt(np.mean(error**2)) <= bound * np.sqrt(np.mean(expected**2))
+
+
+def test_a_larger_component_share_computes_fewer_components() -> None:
+    images = smooth_images(1500)
+    counts = [len(fit_whitening(images, 0.01, share).gains) for share in (0.05, 0.2, 1.0)]
+    assert counts[0] >= counts[1] >= counts[2]
+    assert counts[0] > counts[2]
 
 
 def test_whitening_decorrelates_the_strong_components() -> None:
     images = smooth_images(2000, seed=1)
-    whitened = fit_whitening(images, 1e-4).whiten(images).astype(np.float64)
+    whitened = fit_whitening(images, 1e-4, 0.05).whiten(images).astype(np.float64)
     covariance = whitened.T @ whitened / len(whitened)
     strongest = np.linalg.eigvalsh(covariance)[-10:]
     # ZCA gives eigenvalues lambda / (lambda + epsilon): 1 where lambda >> epsilon.
@@ -143,13 +152,13 @@ def test_whitening_decorrelates_the_strong_components() -> None:
 @pytest.mark.parametrize("epsilon", [0.01, 0.3])
 def test_whitened_spread_is_that_of_the_whitened_train_images(epsilon: float) -> None:
     images = smooth_images(1500, seed=3)
-    whitening = fit_whitening(images, epsilon)
+    whitening = fit_whitening(images, epsilon, 0.2)
     np.testing.assert_allclose(whitening.std, whitening.whiten(images).std(), rtol=1e-4)
 
 
 def test_codes_round_trip_to_standardized_whitened_values() -> None:
     images = smooth_images(500, seed=2)
-    whitening = fit_whitening(images, 0.3)
+    whitening = fit_whitening(images, 0.3, 0.2)
     codes = whitening.encode(images)
     assert codes.dtype == np.uint8
     standardized = whitening.whiten(images) / whitening.std
@@ -165,7 +174,13 @@ def test_codes_round_trip_to_standardized_whitened_values() -> None:
 
 def test_whitening_needs_a_positive_epsilon() -> None:
     with pytest.raises(ValueError, match="epsilon must be positive"):
-        fit_whitening(smooth_images(10), 0.0)
+        fit_whitening(smooth_images(10), 0.0, 0.2)
+
+
+@pytest.mark.parametrize("share", [0.0, 1.5])
+def test_whitening_needs_a_component_share_in_0_1(share: float) -> None:
+    with pytest.raises(ValueError, match="component_share must be in"):
+        fit_whitening(smooth_images(10), 0.3, share)
 
 
 def run_prepare(workdir: Path, archive: Path) -> object:

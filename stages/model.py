@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import keras
+import numpy as np
 from keras import layers
 
 from stages.cifar import FEATURES
@@ -25,8 +26,19 @@ def build_model(
     n_classes: int,
     activation: str,
     dropout: float,
+    seed: int,
 ) -> keras.Sequential:
-    """Build the MLP: standardize, dense hidden layers, optional dropout, softmax."""
+    """Build the MLP: standardize, dense hidden layers, optional dropout, softmax.
+
+    Its initial weights and dropout masks are drawn from ``seed`` alone.
+    """
+    # An independent seed for each layer that draws at random.
+    layer_seeds = iter(np.random.SeedSequence(seed).generate_state(2 * len(hidden_units) + 1))
+
+    def dense(units: int, activation: str, name: str) -> layers.Dense:
+        initializer = keras.initializers.GlorotUniform(seed=int(next(layer_seeds)))
+        return layers.Dense(units, activation, kernel_initializer=initializer, name=name)
+
     model = keras.Sequential(name="mlp")
     model.add(keras.Input(shape=(FEATURES,), name="pixels"))
     model.add(
@@ -35,10 +47,12 @@ def build_model(
         )
     )
     for index, units in enumerate(hidden_units, start=1):
-        model.add(layers.Dense(units, activation=activation, name=f"hidden_{index}"))
+        model.add(dense(units, activation, f"hidden_{index}"))
+        # Drawn with or without dropout, so that it leaves the weights' seeds alone.
+        dropout_seed = int(next(layer_seeds))
         if dropout > 0:
-            model.add(layers.Dropout(dropout, name=f"dropout_{index}"))
-    model.add(layers.Dense(n_classes, activation="softmax", name="output"))
+            model.add(layers.Dropout(dropout, seed=dropout_seed, name=f"dropout_{index}"))
+    model.add(dense(n_classes, "softmax", "output"))
     return model
 
 

@@ -14,6 +14,7 @@ if __name__ == "__main__":
 
 import argparse
 import contextlib
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,21 @@ class TrainingResult:
     fit_seconds: float  # compilation and validation included; printed, not saved
 
 
+def seed_random_generators(seed: int) -> None:
+    """Seed the generators training draws from besides the layers' own seeds (build_model).
+
+    NumPy's, which Keras shuffles with on JAX, and Python's, which gives unseeded Keras
+    objects their seeds; TensorFlow's too when it is the backend. Not with
+    keras.utils.set_random_seed on JAX: it imports TensorFlow whenever it is installed,
+    and all that TensorFlow then holds in memory stays there while training.
+    """
+    if keras.backend.backend() == "tensorflow":
+        keras.utils.set_random_seed(seed)
+    else:
+        random.seed(seed)
+        np.random.seed(seed)
+
+
 def train(
     train_inputs: Split,
     validation_inputs: Split,
@@ -117,9 +133,14 @@ def train(
     several processes train). ``live`` logs every epoch (None: no logging, as on the
     processes that do not write the outputs).
     """
-    keras.utils.set_random_seed(params.seed)
+    seed_random_generators(params.seed)
     model = build_model(
-        standardization, params.hidden_units, n_classes, params.activation, params.dropout
+        standardization,
+        params.hidden_units,
+        n_classes,
+        params.activation,
+        params.dropout,
+        params.seed,
     )
     # Augmentation sees uint8 values; shifted-in pixels take the mean (standardized: 0).
     augment = RandomFlipAndShift(

@@ -38,8 +38,7 @@ def inputs(rows: int = 37, seed: int = 0) -> np.ndarray:
 
 def trained_looking_model(hidden_units: list[int], activation: str = "relu") -> keras.Model:
     """A model with random weights of a trained model's scale (not the initial ones)."""
-    keras.utils.set_random_seed(0)
-    model = build_model(standardization(), hidden_units, 10, activation, 0.2)
+    model = build_model(standardization(), hidden_units, 10, activation, 0.2, seed=0)
     rng = np.random.default_rng(3)
     model.set_weights(
         [
@@ -51,7 +50,7 @@ def trained_looking_model(hidden_units: list[int], activation: str = "relu") -> 
 
 
 def test_default_model_has_the_assignments_parameter_counts() -> None:
-    model = build_model(standardization(), [128, 64], 10, "relu", 0.0)
+    model = build_model(standardization(), [128, 64], 10, "relu", 0.0, seed=0)
     summary = layer_summary(model)
     assert [layer["parameters"] for layer in summary["layers"]] == [0, 393_344, 8_256, 650]
     assert summary["total_parameters"] == 402_250
@@ -60,7 +59,7 @@ def test_default_model_has_the_assignments_parameter_counts() -> None:
 
 
 def test_dropout_adds_layers_but_no_parameters() -> None:
-    model = build_model(standardization(), [128, 64], 10, "relu", 0.3)
+    model = build_model(standardization(), [128, 64], 10, "relu", 0.3, seed=0)
     assert model.count_params() == 402_250
     assert [layer.name for layer in model.layers] == [
         "standardize", "hidden_1", "dropout_1", "hidden_2", "dropout_2", "output",
@@ -68,7 +67,7 @@ def test_dropout_adds_layers_but_no_parameters() -> None:
 
 
 def test_the_model_standardizes_its_uint8_inputs() -> None:
-    model = build_model(standardization(), [8], 10, "relu", 0.0)
+    model = build_model(standardization(), [8], 10, "relu", 0.0, seed=0)
     features = keras.ops.convert_to_numpy(model.layers[0](inputs().astype(np.float32)))
     np.testing.assert_allclose(
         features, standardization().transform(inputs()), rtol=1e-5, atol=1e-5

@@ -157,6 +157,23 @@ def test_training_twice_gives_bit_identical_outputs(project: Path) -> None:
     assert load_network(project / "first/data/model").parameter_count == summary["total_parameters"]
 
 
+def test_training_on_jax_leaves_tensorflow_unloaded(prepared: Path) -> None:
+    # What TensorFlow holds once imported would add to training's peak memory.
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from test_train import train_on\n"
+        f"train_on(Path({str(prepared)!r}), epochs=2)\n"
+        "print(sorted(name for name in sys.modules if name.split('.')[0] == 'tensorflow'))\n"
+    )
+    result = run(
+        [sys.executable, "-c", code],
+        prepared,
+        environment={"KERAS_BACKEND": "jax", "PYTHONPATH": str(Path(__file__).parent)},
+    )
+    assert result.stdout.splitlines()[-1] == "[]"
+
+
 @pytest.mark.slow
 def test_other_seed_gives_other_weights(project: Path) -> None:
     assert run_train(project, "first").returncode == 0

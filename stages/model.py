@@ -26,6 +26,7 @@ def build_model(
     n_classes: int,
     activation: str,
     dropout: float,
+    *,
     seed: int,
 ) -> keras.Sequential:
     """Build the MLP: standardize, dense hidden layers, optional dropout, softmax.

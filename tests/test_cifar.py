@@ -14,13 +14,12 @@ import pickletools
 import struct
 import tarfile
 import tempfile
-import tracemalloc
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import peak_memory_mib
+from conftest import AllocationPeak, peak_memory_mib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -218,15 +217,10 @@ def reencoding_pickle(length: int, calls: int) -> bytes:
 def test_pickles_beyond_the_format_are_refused_before_allocating(
     pickled: bytes, message: str
 ) -> None:
-    tracemalloc.start()
-    try:
-        with pytest.raises(pickle.UnpicklingError) as caught:
-            restricted_loads(pickled)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    with AllocationPeak() as peak, pytest.raises(pickle.UnpicklingError) as caught:
+        restricted_loads(pickled)
     assert message in str(caught.value)
-    assert peak < 2 * len(pickled) + (1 << 20)
+    assert peak.bytes < 2 * len(pickled) + (1 << 20)
 
 
 @settings(max_examples=60, deadline=None)
@@ -657,17 +651,14 @@ def check_exact_or_refused(data: bytes, expected: Callable[[], Arrays]) -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "archive.tar.gz"
         path.write_bytes(data)
-        tracemalloc.start()
         message = ""
-        try:
-            archive = load_cifar_archive(path)
-        except StageError as error:
-            archive, message = None, str(error)
-        finally:
-            _, peak = tracemalloc.get_traced_memory()
-            tracemalloc.stop()
+        with AllocationPeak() as peak:
+            try:
+                archive = load_cifar_archive(path)
+            except StageError as error:
+                archive, message = None, str(error)
     assert "\n" not in message
-    assert peak < TRACED_PEAK_BYTES
+    assert peak.bytes < TRACED_PEAK_BYTES
     if archive is not None:
         for got, wanted in zip(arrays_of(archive), expected(), strict=True):
             assert got.dtype == np.uint8

@@ -10,7 +10,6 @@ import io
 import json
 import os
 import tempfile
-import tracemalloc
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import peak_memory_mib, write_model_folder
+from conftest import AllocationPeak, peak_memory_mib, write_model_folder
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -206,15 +205,10 @@ def test_tampered_weights_are_one_error_in_bounded_memory(
     folder: Path, change: Callable[[h5py.File], None], message: str
 ) -> None:
     edit_weights(folder, change)
-    tracemalloc.start()
-    try:
-        with pytest.raises(StageError, match=message) as caught:
-            load_network(folder)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    with AllocationPeak() as peak, pytest.raises(StageError, match=message) as caught:
+        load_network(folder)
     assert "\n" not in str(caught.value)
-    assert peak < 16 << 20
+    assert peak.bytes < 16 << 20
 
 
 def test_weights_that_are_not_hdf5_are_one_error(folder: Path) -> None:
@@ -272,14 +266,12 @@ def test_an_npz_array_larger_than_a_whitening_is_refused_unread(folder: Path) ->
     )
     with zipfile.ZipFile(folder / WHITENING_FILE, "w") as archive:
         archive.writestr("mean.npy", header.getvalue() + bytes(8))
-    tracemalloc.start()
-    try:
-        with pytest.raises(StageError, match=r"mean\.npy: an array of shape \(1099511627776,\)"):
-            load_classifier(folder)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert peak < 16 << 20
+    with (
+        AllocationPeak() as peak,
+        pytest.raises(StageError, match=r"mean\.npy: an array of shape \(1099511627776,\)"),
+    ):
+        load_classifier(folder)
+    assert peak.bytes < 16 << 20
 
 
 # The property: any change to any file of the folder gives a model whose parts fit
@@ -355,16 +347,13 @@ def test_any_model_folder_gives_a_consistent_model_or_one_error(
         folder = Path(folder_name)
         for name, data in FILES.items():
             (folder / name).write_bytes(changed_data if name == changed_name else data)
-        tracemalloc.start()
         message = ""
-        try:
-            classifier = load_classifier(folder)
-        except StageError as error:
-            classifier, message = None, str(error)
-        finally:
-            _, peak = tracemalloc.get_traced_memory()
-            tracemalloc.stop()
+        with AllocationPeak() as peak:
+            try:
+                classifier = load_classifier(folder)
+            except StageError as error:
+                classifier, message = None, str(error)
         if classifier is not None:
             check_consistent(classifier)
     assert "\n" not in message
-    assert peak < TRACED_PEAK_BYTES
+    assert peak.bytes < TRACED_PEAK_BYTES

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import shutil
 import struct
-import tracemalloc
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_stage, write_model_folder
+from conftest import AllocationPeak, run_stage, write_model_folder
 from PIL import Image
 
 from stages.cifar import IMAGE_SHAPE
@@ -179,15 +178,10 @@ def test_images_of_too_many_pixels_are_refused_undecoded(
 ) -> None:
     path = tmp_path / "huge.png"
     path.write_bytes(png_bytes(side, side, 0, 1, b""))  # a header; the pixels are not there
-    tracemalloc.start()
-    try:
-        with pytest.raises(StageError, match=message) as caught:
-            read_image(path)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    with AllocationPeak() as peak, pytest.raises(StageError, match=message) as caught:
+        read_image(path)
     assert "\n" not in str(caught.value)
-    assert peak < 1 << 20
+    assert peak.bytes < 1 << 20
 
 
 @pytest.fixture

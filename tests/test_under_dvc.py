@@ -34,6 +34,7 @@ from tools.synthetic_archive import synthetic_members, write_archive
 pytestmark = pytest.mark.slow
 
 PREPARE_OUTPUTS = ("data/prepared", "reports/data.json")
+STAGE_OUTPUTS = {"train": TRAIN_OUTPUTS, "prepare": PREPARE_OUTPUTS}
 
 
 def restore_line(stage: str, outputs: tuple[str, ...]) -> str:
@@ -42,6 +43,16 @@ def restore_line(stage: str, outputs: tuple[str, ...]) -> str:
         f"error: DVC removed {', '.join(sorted(outputs))} before running {stage}; "
         f"`dvc checkout {stage}` puts back the versions dvc.lock records"
     )
+
+
+def check_named_then_restored(
+    project: Path, stage: str, before: dict[str, str], lines: list[str]
+) -> None:
+    """The failed stage's last line names what DVC removed; `dvc checkout` puts it back."""
+    outputs = STAGE_OUTPUTS[stage]
+    assert restore_line(stage, outputs) in lines
+    run(["dvc", "checkout", stage], project)
+    assert file_hashes(project, outputs) == before
 
 
 def file_hashes(project: Path, outputs: tuple[str, ...]) -> dict[str, str]:
@@ -104,11 +115,8 @@ def test_a_failed_train_stage_says_what_dvc_removed_and_checkout_restores_it(
     assert result.returncode != 0
     lines = result.stderr.splitlines()
     assert "error: KERAS_DISTRIBUTION_NUM_PROCESSES = 'abc': must be a whole number" in lines
-    assert restore_line("train", TRAIN_OUTPUTS) in lines
     assert not (reproduced / "data" / "model").exists()
-
-    run(["dvc", "checkout", "train"], reproduced)
-    assert file_hashes(reproduced, TRAIN_OUTPUTS) == before
+    check_named_then_restored(reproduced, "train", before, lines)
     assert run(["git", "status", "--porcelain"], reproduced).stdout == " M params.yaml\n"
 
 
@@ -123,10 +131,7 @@ def test_ctrl_c_in_train_under_dvc_says_what_dvc_removed_and_checkout_restores_i
     lines = press_ctrl_c(process)
     assert process.returncode != 0
     assert "error: interrupted" in lines
-    assert restore_line("train", TRAIN_OUTPUTS) in lines
-
-    run(["dvc", "checkout", "train"], reproduced)
-    assert file_hashes(reproduced, TRAIN_OUTPUTS) == before
+    check_named_then_restored(reproduced, "train", before, lines)
 
 
 def test_ctrl_c_in_prepare_under_dvc_says_what_dvc_removed_and_checkout_restores_it(
@@ -139,10 +144,7 @@ def test_ctrl_c_in_prepare_under_dvc_says_what_dvc_removed_and_checkout_restores
     read_until(process, "stages.prepare: fitting ZCA whitening")
     lines = press_ctrl_c(process)
     assert "error: interrupted" in lines
-    assert restore_line("prepare", PREPARE_OUTPUTS) in lines
-
-    run(["dvc", "checkout", "prepare"], reproduced)
-    assert file_hashes(reproduced, PREPARE_OUTPUTS) == before
+    check_named_then_restored(reproduced, "prepare", before, lines)
 
 
 def write_archive_of_identical_images(path: Path) -> None:
@@ -171,10 +173,7 @@ def test_a_local_archive_replaced_in_place_reruns_download_and_a_failed_prepare_
     assert {"params", "download", "prepare"} <= stages_run(result.stdout)
     lines = result.stderr.splitlines()
     assert any("the train split's images are all the same" in line for line in lines), lines
-    assert restore_line("prepare", PREPARE_OUTPUTS) in lines
-
-    run(["dvc", "checkout", "prepare"], project)
-    assert file_hashes(project, PREPARE_OUTPUTS) == before
+    check_named_then_restored(project, "prepare", before, lines)
 
 
 def test_an_experiment_with_earlier_params_takes_train_from_the_run_cache(

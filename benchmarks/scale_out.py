@@ -41,7 +41,7 @@ TRAIN_OUTPUTS = ["--model", "data/model", "--live", "reports/train/live",
                  "--summary", "reports/train/summary.json",
                  "--history", "reports/train/history.json"]  # fmt: skip
 # One XLA thread per process: each process is given one core.
-ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+ONE_THREAD = "--xla_cpu_multi_thread_eigen=false"
 
 
 def workspace(folder: Path, prepared: Path, changes: Mapping[str, object]) -> Path:

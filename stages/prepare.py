@@ -246,9 +246,10 @@ def main() -> None:
     }
     whitening = None
     if params.scaling == "zca":
-        logger.info("fitting ZCA whitening on %d train images", len(train.labels))
+        fitted_on = train.images[: params.zca_fit_images]
+        logger.info("fitting ZCA whitening on %d train images", len(fitted_on))
         whitening = fit_whitening(
-            train.images[: params.zca_fit_images],
+            fitted_on,
             params.zca_epsilon,
             params.zca_component_share,
         )

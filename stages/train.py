@@ -67,7 +67,7 @@ class LiveLogger(keras.callbacks.Callback):
     """Log every epoch's metrics with dvclive, under the names dvclive's Keras callback uses.
 
     dvclive.keras imports TensorFlow for its callback's base class; this one is a plain
-    Keras callback, so training on the JAX backend never loads TensorFlow. Its names are
+    Keras callback, so training on the JAX backend does not load TensorFlow. Its names are
     its own (``train/loss``, ``eval/accuracy``: the plots of dvc.yaml read them). Steps
     count epochs from 1, as the figures do.
     """

@@ -37,8 +37,8 @@ import numpy as np
 REPOSITORY = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPOSITORY))
 
-from stages.cifar import FEATURES, file_md5  # noqa: E402
-from stages.params import read_params_file  # noqa: E402
+from cifar10.archive import FEATURES, file_md5  # noqa: E402
+from cifar10.params import read_params  # noqa: E402
 from tools.params_file import update_params_file  # noqa: E402
 
 STAGES = ("params", "download", "prepare", "backprop", "train", "evaluate", "plots")
@@ -234,7 +234,7 @@ def run_pipeline(archive: Path, seed: int) -> dict[str, float]:
         figures["validation_accuracy"] = metrics["validation"]["accuracy"]
         figures["test_accuracy"] = metrics["test"]["accuracy"]
         figures["cache_mb"] = folder_megabytes(project / ".dvc" / "cache")
-        params = read_params_file(project / "params.yaml").params
+        params = read_params(project / "params.yaml").params
         counts = json.loads((project / "reports" / "data.json").read_text())["class_counts"]
     train_samples, validation_samples = (
         sum(counts[split].values()) for split in ("train", "validation")

@@ -33,7 +33,7 @@ from pathlib import Path
 REPOSITORY = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPOSITORY))
 
-from stages.params import parse_params  # noqa: E402
+from cifar10.params import parse_params  # noqa: E402
 from tools.params_file import update_params_file  # noqa: E402
 
 FIT = re.compile(r"(\d+) epochs in ([\d.]+) s")

@@ -1,1 +1,1 @@
-"""The pipeline's stages, one module per DVC stage, and the few modules they share."""
+"""The pipeline's stages: one thin command per DVC stage, run as ``python -m stages <stage>``."""

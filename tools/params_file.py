@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from stages.params import parse_params
+from cifar10.params import parse_params
 
 Changes = Mapping[str, Mapping[str, object]]  # section -> key -> value
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.cifar import (
+from cifar10.archive import (
     CLASS_NAMES,
     FEATURES,
     FOLDER,

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import keras
 
-from stages.cifar import Split
-from stages.cli import StageError
+from cifar10.archive import Split
+from cifar10.errors import PipelineError
 
 PROCESS_VARIABLES = (
     "KERAS_DISTRIBUTION_JOB_ADDRESSES",
@@ -50,12 +50,12 @@ def _process_settings() -> dict[str, str]:
     settings = {name: os.environ[name] for name in PROCESS_VARIABLES if os.environ.get(name)}
     if settings and len(settings) != len(PROCESS_VARIABLES):
         missing = ", ".join(name for name in PROCESS_VARIABLES if name not in settings)
-        raise StageError(
+        raise PipelineError(
             f"several processes need all of {', '.join(PROCESS_VARIABLES)}: set {missing}"
         )
     for name in PROCESS_VARIABLES[1:]:
         if name in settings and not settings[name].isdigit():
-            raise StageError(f"{name} = {settings[name]!r}: must be a whole number")
+            raise PipelineError(f"{name} = {settings[name]!r}: must be a whole number")
     return settings
 
 
@@ -90,7 +90,7 @@ def local_share(split: Split, placement: Placement, batch_size: int) -> tuple[Sp
     """
     count = placement.process_count
     if batch_size % count:
-        raise StageError(
+        raise PipelineError(
             f"train.batch_size = {batch_size}: must be a multiple of the {count} training processes"
         )
     rows = slice(placement.process_index, len(split.labels) - len(split.labels) % count, count)

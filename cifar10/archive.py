@@ -32,7 +32,7 @@ from typing import BinaryIO
 import numpy as np
 from isal import igzip, isal_zlib
 
-from stages.cli import StageError, one_line
+from cifar10.errors import PipelineError, one_line
 
 CLASS_NAMES = (
     "airplane",
@@ -71,7 +71,7 @@ _MEMO_WRITES = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
 _CHUNK_BYTES = 1 << 20
 
 
-class ArchiveError(StageError):
+class ArchiveError(PipelineError):
     """The archive is unreadable, unsafe or not in the CIFAR-10 format."""
 
 

@@ -1,9 +1,9 @@
-"""Classify images with a trained model folder: the top classes and their probabilities.
+"""cifar10-predict: classify images with a trained model folder, the top classes of each.
 
 Not a DVC stage: the command for using what the pipeline made.
 
-    python -m stages.predict photo.jpg frog.png                 # the model of data/model
-    python -m stages.predict --model path/to/model --top 5 *.png
+    cifar10-predict photo.jpg frog.png                 # the model of data/model
+    cifar10-predict --model path/to/model --top 5 *.png
 
 Any image Pillow reads works: it is converted to RGB (16-bit images by their 0-65535
 range; images of undefined range, floating-point ones say, are refused) and, if it is
@@ -15,22 +15,18 @@ any image could not be read.
 
 from __future__ import annotations
 
-from stages.start import start_command
-
-if __name__ == "__main__":
-    start_command()  # before the imports below
-
 import argparse
 import struct
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from stages.cifar import FEATURES, IMAGE_SHAPE
-from stages.cli import StageError, one_line, run_stage, upstream_error
-from stages.inference import STAGE, Classifier, load_classifier
+from cifar10.archive import FEATURES, IMAGE_SHAPE
+from cifar10.errors import InputError, PipelineError, one_line
+from cifar10.model import STAGE, Classifier, load_classifier
 
 DEFAULT_MODEL = Path("data/model")  # where the train stage writes it (dvc.yaml)
 # The largest image read: a 48-megapixel photo fits; decoding and converting one of 64
@@ -47,7 +43,7 @@ _DECODING_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, In
 def _to_rgb(path: Path, image: Image.Image) -> Image.Image:
     """Convert to 8-bit RGB by the range the image's format defines; refuse it undefined."""
     if image.width * image.height > MAX_IMAGE_PIXELS:
-        raise StageError(
+        raise PipelineError(
             f"{path}: {image.width} x {image.height} pixels, more than the "
             f"{MAX_IMAGE_PIXELS:,} predict reads"
         )
@@ -62,7 +58,7 @@ def _to_rgb(path: Path, image: Image.Image) -> Image.Image:
         return Image.fromarray(values.astype(np.uint8)).convert("RGB")
     if image.mode in ("I", "F"):
         kind = "floating-point" if image.mode == "F" else "32-bit integer"
-        raise StageError(
+        raise PipelineError(
             f"{path}: {kind} pixels (mode {image.mode}), whose brightness range the file does "
             "not define; save the image with 8 or 16 bits a channel"
         )
@@ -82,13 +78,13 @@ def read_image(path: Path) -> np.ndarray:
             with Image.open(path) as image:
                 picture = _to_rgb(path, image)
     except FileNotFoundError:
-        raise StageError(f"{path}: no such file") from None
+        raise PipelineError(f"{path}: no such file") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise StageError(
+        raise PipelineError(
             f"{path}: {one_line(error)}; predict reads at most {MAX_IMAGE_PIXELS:,} pixels"
         ) from None
     except _DECODING_ERRORS as error:
-        raise StageError(f"{path}: not an image Pillow can read ({one_line(error)})") from None
+        raise PipelineError(f"{path}: not an image Pillow can read ({one_line(error)})") from None
     height, width, _ = IMAGE_SHAPE
     if picture.size != (width, height):
         picture = picture.resize((width, height), Image.Resampling.BOX)
@@ -120,31 +116,31 @@ def top_classes(
     ]
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     """Print each readable image's top classes; then each unreadable one's error, status 1."""
     parser = argparse.ArgumentParser(
-        prog="python -m stages.predict",
+        prog="cifar10-predict",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("images", type=Path, nargs="+", help="image files (PNG, JPEG, ...)")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="model folder")
     parser.add_argument("--top", type=int, default=3, help="classes to show per image")
-    arguments = parser.parse_args()
+    arguments = parser.parse_args(argv)
     if arguments.top < 1:
         parser.error(f"--top must be at least 1, got {arguments.top}")
 
     # Only the pipeline's own model folder is the train stage's to write again.
     stage = STAGE if arguments.model == DEFAULT_MODEL else None
     if not arguments.model.is_dir():
-        raise upstream_error(arguments.model, stage, "no such model folder")
+        raise InputError(arguments.model, "no such model folder", stage)
     classifier = load_classifier(arguments.model, stage)
     readable: list[tuple[Path, np.ndarray]] = []
     failures: list[str] = []
     for path in arguments.images:
         try:
             readable.append((path, read_image(path)))
-        except StageError as error:
+        except PipelineError as error:
             failures.append(str(error))
     if readable:
         paths, rows = zip(*readable, strict=True)
@@ -154,8 +150,4 @@ def main() -> None:
             shown = ", ".join(f"{name} {percent(probability)}" for name, probability in classes)
             print(f"{path}: {shown}")
     if failures:
-        raise StageError("\n".join(failures))
-
-
-if __name__ == "__main__":
-    run_stage(main)
+        raise PipelineError("\n".join(failures))

@@ -11,7 +11,6 @@ when the stage runs again, while those of a run still going are left to it.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import shutil
@@ -122,8 +121,3 @@ def atomic_outputs(
         for temporary in staged.values():
             _remove(temporary)
         raise
-
-
-def json_text(data: object) -> str:
-    """Indented JSON with a trailing newline, as every report of the pipeline is written."""
-    return json.dumps(data, indent=2) + "\n"

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from stages.cifar import FEATURES, IMAGE_SHAPE
+from cifar10.archive import FEATURES, IMAGE_SHAPE
 
 _HEIGHT, _WIDTH, _CHANNELS = IMAGE_SHAPE
 _ROW = _WIDTH * _CHANNELS  # values per row of pixels in a flat height-width-channel image

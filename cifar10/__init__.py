@@ -1,0 +1,1 @@
+"""The library the pipeline's stages share: one module per concept (docs/architecture.md)."""

@@ -1,0 +1,129 @@
+"""How every command starts and ends: the libraries' environment, and one line per failure.
+
+The stages (``python -m stages <stage>``, as dvc.yaml runs them) and ``cifar10-predict``
+all come through :func:`run`. It sets the environment the libraries read as they load
+(unless the user set it), then imports the command's module and runs its ``main``, so
+that every failure meets one handler: an expected one (bad params, a missing or damaged
+input, a failed check) ends with one ``error:`` line naming the file or key and what to
+do, and status 1; Ctrl-C, at any moment (while the libraries load too), with one line
+and status 130. Under ``dvc repro`` and ``dvc exp run``, DVC deletes a stage's outputs
+before running it; a last line then names them and the command that puts them back.
+Nothing is half-written either way: outputs are written atomically (cifar10/atomic.py).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Mapping, MutableMapping, Sequence
+from pathlib import Path
+
+import platformdirs
+from ruamel.yaml import YAML, YAMLError
+
+from cifar10.errors import PipelineError
+
+INTERRUPTED_STATUS = 130  # 128 + SIGINT, as shells report an interrupted command
+
+
+def library_settings(cache_root: Path) -> dict[str, str]:
+    """Return the environment the libraries read as they load, as the pipeline wants them.
+
+    Each is the library's own documented variable; ``cache_root`` is the user's cache
+    directory (``platformdirs.user_cache_dir``).
+    """
+    return {
+        # Keras' backend for the commands that only load a model (evaluate, predict); the
+        # train command sets it from train.backend (dvc.yaml).
+        "KERAS_BACKEND": "jax",
+        # TensorFlow's C++ INFO and WARNING logs stay out.
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        # On a GPU, JAX takes the memory it needs rather than 75 % of the card, so the
+        # card can be shared (two experiments at once, say).
+        "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
+        # JAX's persistent compilation cache: an experiment of the same shapes reuses the
+        # compiled training step instead of compiling it again. In the user's cache
+        # directory, not the repository's: queued experiments run in copies of it.
+        "JAX_COMPILATION_CACHE_DIR": str(cache_root / "jax-compilation"),
+        # Cache every compilation: on a CPU each takes well under JAX's default 1 s.
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    }
+
+
+def outputs_removed_by_dvc(environ: Mapping[str, str]) -> str:
+    """Say what DVC removed before the stage ran and how to put it back ("" if nothing).
+
+    Under ``dvc repro`` or ``dvc exp run`` only (DVC_STAGE is set); a stage run by
+    itself gets "". Every output of this pipeline is in DVC's cache, and dvc.lock
+    records the versions of the last run until a run succeeds, so ``dvc checkout
+    <stage>`` restores them.
+    """
+    stage = environ.get("DVC_STAGE")
+    if not stage:
+        return ""
+    root = Path(environ.get("DVC_ROOT", "."))
+    try:
+        recorded = YAML(typ="safe").load((root / "dvc.lock").read_text())["stages"][stage]["outs"]
+        paths = [str(output["path"]) for output in recorded]
+    except (OSError, YAMLError, KeyError, TypeError):
+        return ""  # no run of this stage recorded: nothing to put back
+    removed = [path for path in paths if not (root / path).exists()]
+    if not removed:
+        return ""
+    return (
+        f"DVC removed {', '.join(removed)} before running {stage}; "
+        f"`dvc checkout {stage}` puts back the versions dvc.lock records"
+    )
+
+
+def _fail(message: str, status: int, environ: Mapping[str, str]) -> int:
+    """Print ``message`` as ``error:`` lines, then what DVC removed, if anything."""
+    removed = outputs_removed_by_dvc(environ)
+    if status == INTERRUPTED_STATUS and not removed:
+        message += "; no output was changed"
+    for line in message.splitlines():
+        print(f"error: {line}", file=sys.stderr)
+    if removed:
+        print(f"error: {removed}", file=sys.stderr)
+    return status
+
+
+def run(module: str, argv: Sequence[str], environ: MutableMapping[str, str] = os.environ) -> int:
+    """Run ``module``'s ``main(argv)`` as a command; return its exit status."""
+    cache_root = Path(platformdirs.user_cache_dir("cifar10-dvc-pipeline"))
+    for name, value in library_settings(cache_root).items():
+        environ.setdefault(name, value)
+    # Libraries' own INFO chatter (JAX probing for TPUs, say) stays out; the pipeline's in.
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    for name in ("stages", "cifar10"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    try:
+        importlib.import_module(module).main(argv)
+    except PipelineError as error:
+        return _fail(str(error), 1, environ)
+    except KeyboardInterrupt:
+        return _fail("interrupted", INTERRUPTED_STATUS, environ)
+    except OSError as error:
+        if error.filename is None:  # not about a file: unexpected
+            return _bug(environ)
+        return _fail(f"{error.filename}: {error.strerror or error}", 1, environ)
+    except Exception:  # a bug, reported with its traceback
+        return _bug(environ)
+    return 0
+
+
+def _bug(environ: Mapping[str, str]) -> int:
+    """Print the traceback of the exception being handled, then what DVC removed."""
+    traceback.print_exc()
+    removed = outputs_removed_by_dvc(environ)
+    if removed:
+        print(f"error: {removed}", file=sys.stderr)
+    return 1
+
+
+def predict() -> None:
+    """Run ``cifar10-predict``, the console script of cifar10/predict.py."""
+    sys.exit(run("cifar10.predict", sys.argv[1:]))

@@ -1,0 +1,176 @@
+"""The assignment's MLP as a Keras model, and the self-contained folder it is saved in.
+
+The model starts with a ``Normalization`` layer holding the preprocessing's mean and
+scale as constants (no parameters), so it reads the prepared uint8 inputs directly. Its
+folder, written and read here only, holds the model as Keras saves it (``model.keras``),
+the class names (``classes.json``) and the preprocessing that makes its inputs from
+images (cifar10/preprocessing.py): all that a prediction needs. Keras loads it, so any
+layer Keras has works there, on either backend.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import layers
+
+from cifar10.archive import FEATURES
+from cifar10.errors import InputError, one_line
+from cifar10.files import read_json, regular_file_size
+from cifar10.preprocessing import Preprocessing
+
+MODEL_FILE = "model.keras"
+CLASSES_FILE = "classes.json"
+STAGE = "train"  # the stage of dvc.yaml that writes the pipeline's model folder
+# Keras' record of when it saved the model and the zip entries' dates made constant, and
+# the ids it gives shared objects (their memory addresses) numbered in order: the same
+# weights give the same bytes, so DVC records the same hash for a rerun.
+_SAVED_DATE = "1980-01-01@00:00:00"
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+_SHARED_ID = "shared_object_id"
+
+
+def build_model(
+    preprocessing: Preprocessing,
+    hidden_units: list[int],
+    n_classes: int,
+    activation: str,
+    dropout: float,
+    *,
+    seed: int,
+) -> keras.Sequential:
+    """Build the MLP: standardize, dense hidden layers, optional dropout, softmax.
+
+    Its initial weights and dropout masks are drawn from ``seed`` alone.
+    """
+    # An independent seed for each layer that draws at random.
+    layer_seeds = iter(np.random.SeedSequence(seed).generate_state(2 * len(hidden_units) + 1))
+
+    def dense(units: int, activation: str, name: str) -> layers.Dense:
+        initializer = keras.initializers.GlorotUniform(seed=int(next(layer_seeds)))
+        return layers.Dense(units, activation, kernel_initializer=initializer, name=name)
+
+    model = keras.Sequential(name="mlp")
+    model.add(keras.Input(shape=(FEATURES,), name="pixels"))
+    model.add(
+        layers.Normalization(
+            mean=preprocessing.mean, variance=preprocessing.scale**2, name="standardize"
+        )
+    )
+    for index, units in enumerate(hidden_units, start=1):
+        model.add(dense(units, activation, f"hidden_{index}"))
+        # Drawn with or without dropout, so that it leaves the weights' seeds alone.
+        dropout_seed = int(next(layer_seeds))
+        if dropout > 0:
+            model.add(layers.Dropout(dropout, seed=dropout_seed, name=f"dropout_{index}"))
+    model.add(dense(n_classes, "softmax", "output"))
+    return model
+
+
+def layer_summary(model: keras.Model) -> dict[str, object]:
+    """Parameter counts per layer and in total, as the assignment asks (2.4)."""
+    return {
+        "layers": [
+            {
+                "name": layer.name,
+                "type": type(layer).__name__,
+                "output_shape": str(layer.output.shape),
+                "parameters": layer.count_params(),
+            }
+            for layer in model.layers
+        ],
+        "total_parameters": model.count_params(),
+    }
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """A model folder loaded: images in, class probabilities out."""
+
+    model: keras.Model
+    class_names: tuple[str, ...]
+    preprocessing: Preprocessing
+
+    def probabilities(self, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """Class probabilities of (N, 3072) uint8 height-width-channel images."""
+        return predict(self.model, self.preprocessing.model_inputs(images), batch_size)
+
+
+def predict(model: keras.Model, inputs: np.ndarray, batch_size: int) -> np.ndarray:
+    """Return the model's outputs for uint8 inputs, as float32 numpy."""
+    return np.asarray(model.predict(inputs, batch_size=batch_size, verbose=0), np.float32)
+
+
+def _numbered(config: object, numbers: dict[object, int]) -> object:
+    """Return Keras' config with each shared object's id replaced by its order of appearance."""
+    if isinstance(config, list):
+        return [_numbered(item, numbers) for item in config]
+    if isinstance(config, dict):
+        return {
+            key: numbers.setdefault(value, len(numbers) + 1)
+            if key == _SHARED_ID
+            else _numbered(value, numbers)
+            for key, value in config.items()
+        }
+    return config
+
+
+def _reproducible(archive: bytes) -> bytes:
+    """Return the .keras archive with its dates constant and its shared objects numbered."""
+    output = io.BytesIO()
+    with (
+        zipfile.ZipFile(io.BytesIO(archive)) as source,
+        zipfile.ZipFile(output, "w") as target,
+    ):
+        for entry in source.infolist():
+            data = source.read(entry)
+            if entry.filename == "metadata.json":
+                data = json.dumps({**json.loads(data), "date_saved": _SAVED_DATE}).encode()
+            elif entry.filename == "config.json":
+                data = json.dumps(_numbered(json.loads(data), {})).encode()
+            target.writestr(zipfile.ZipInfo(entry.filename, _ZIP_DATE), data, entry.compress_type)
+    return output.getvalue()
+
+
+def save_classifier(classifier: Classifier, directory: Path) -> None:
+    """Write the model folder into the new folder ``directory``."""
+    directory.mkdir()
+    path = directory / MODEL_FILE
+    keras.saving.save_model(classifier.model, path)
+    path.write_bytes(_reproducible(path.read_bytes()))
+    (directory / CLASSES_FILE).write_text(json.dumps(list(classifier.class_names)) + "\n")
+    classifier.preprocessing.save(directory)
+
+
+def load_classifier(directory: Path, stage: str | None = STAGE) -> Classifier:
+    """Load a model folder written by :func:`save_classifier`; its parts must fit together.
+
+    ``stage`` None: a folder the user named, which errors do not send back to a stage.
+    """
+    names = read_json(directory / CLASSES_FILE, stage, list)
+    if not names or not all(isinstance(name, str) for name in names):
+        raise InputError(directory / CLASSES_FILE, "not a list of class names", stage)
+    preprocessing = Preprocessing.load(directory, stage)
+    path = directory / MODEL_FILE
+    regular_file_size(path, stage)
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as error:  # whatever Keras finds wrong with the file
+        raise InputError(path, f"not a model Keras can load ({one_line(error)})", stage) from None
+    if tuple(model.input_shape) != (None, FEATURES) or tuple(model.output_shape) != (
+        None,
+        len(names),
+    ):
+        raise InputError(
+            path,
+            f"a model of inputs {model.input_shape} and outputs {model.output_shape}, not "
+            f"(None, {FEATURES}) and (None, {len(names)}) for {len(names)} class names",
+            stage,
+        )
+    return Classifier(model, tuple(names), preprocessing)

@@ -11,7 +11,7 @@ PLOTS_TEMPLATE := $(VENV)/share/dvc-plots-offline.html
 # dvc.yaml's commands call `python`: make it the environment's.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv repro test test-fast lint format
+.PHONY: venv repro test lint format
 
 venv: $(INSTALLED)
 
@@ -33,16 +33,15 @@ else
 	$(BIN)/dvc repro
 endif
 
-# Every test, the slow end-to-end ones included (plain `pytest` runs only the fast ones).
+# Every tier: unit, integration and end-to-end tests, on every core (plain `pytest` runs
+# the unit tests alone).
 test: venv
-	$(BIN)/python -m pytest -m "slow or not slow"
-
-test-fast: venv
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "" -n auto --dist loadgroup
 
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: venv
 	$(BIN)/ruff check --fix .

@@ -59,7 +59,7 @@ def start_training(
 ) -> subprocess.Popen[str]:
     """Start the train stage in ``folder``, pinned to ``core``."""
     return subprocess.Popen(
-        [sys.executable, "-m", "stages.train", "--prepared", "data/prepared", *TRAIN_OUTPUTS],
+        [sys.executable, "-m", "stages", "train", "--prepared", "data/prepared", *TRAIN_OUTPUTS],
         cwd=folder,
         env={
             **os.environ,

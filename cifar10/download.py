@@ -228,27 +228,51 @@ def download(
     before_commit: Callable[[], None] | None = None,
 ) -> str:
     """Download ``url`` to ``destination`` atomically once verified; return its md5."""
+    # The params schema bounds both; pooch would make no attempt at all for retries < 0.
+    if retries < 0:
+        raise ValueError(f"retries must be 0 or more, got {retries}")
+    if not timeout > 0:
+        raise ValueError(f"timeout must be positive, got {timeout}")
     with atomic_outputs(destination, before_commit=before_commit) as (temporary,):
-        fetcher = pooch.create(
-            path=temporary.parent,
-            base_url="",
-            registry={temporary.name: None if expected_md5 is None else f"md5:{expected_md5}"},
-            urls={temporary.name: url},
-            retry_if_failed=retries,
-        )
+        # pooch streams into a temporary file of its own, in the folder it is given: one
+        # named after atomic_outputs' temporary, so that what a killed run leaves there is
+        # removed as a leftover when the stage runs again (cifar10/atomic.py).
+        folder = temporary.with_name(f"{temporary.name}-download")
+        folder.mkdir()
         try:
-            fetcher.fetch(temporary.name, downloader=BoundedDownloader(timeout, max_bytes))
-        except requests.RequestException as error:
-            raise PipelineError(
-                f"{url}: download failed after {retries + 1} attempt(s) ({one_line(error)}); "
-                f"{OFFLINE_HINT}"
-            ) from None
-        except ValueError as error:  # pooch: the hash does not match, on every attempt
-            raise ChecksumError(
-                f"{url}: md5 mismatch on every one of {retries + 1} attempt(s) "
-                f"({one_line(error)}); nothing was kept; check data.url and data.md5"
-            ) from None
+            _fetch(
+                url, folder / destination.name, expected_md5,
+                retries=retries, downloader=BoundedDownloader(timeout, max_bytes),
+            )  # fmt: skip
+            (folder / destination.name).rename(temporary)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
         if expected_md5 is not None:
             return expected_md5
         check_archive(temporary, name=url)
         return file_md5(temporary)
+
+
+def _fetch(
+    url: str, path: Path, expected_md5: str | None, *, retries: int, downloader: BoundedDownloader
+) -> None:
+    """Have pooch download ``url`` to ``path`` once its md5 (if any) matches."""
+    fetcher = pooch.create(
+        path=path.parent,
+        base_url="",
+        registry={path.name: None if expected_md5 is None else f"md5:{expected_md5}"},
+        urls={path.name: url},
+        retry_if_failed=retries,
+    )
+    try:
+        fetcher.fetch(path.name, downloader=downloader)
+    except requests.RequestException as error:
+        raise PipelineError(
+            f"{url}: download failed after {retries + 1} attempt(s) ({one_line(error)}); "
+            f"{OFFLINE_HINT}"
+        ) from None
+    except ValueError as error:  # pooch: the hash does not match, on every attempt
+        raise ChecksumError(
+            f"{url}: md5 mismatch on every one of {retries + 1} attempt(s) "
+            f"({one_line(error)}); nothing was kept; check data.url and data.md5"
+        ) from None

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import stat
+import tokenize
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from cifar10.errors import InputError
+from cifar10.errors import InputError, one_line
 
 # The JSON files stages write (summaries, histories, metrics, records) are kilobytes.
 MAX_JSON_BYTES = 16 << 20
@@ -62,15 +63,27 @@ def read_array(path: Path, stage: str | None) -> np.ndarray:
     regular_file_size(path, stage)
     try:
         return np.load(path, allow_pickle=False)
-    except (ValueError, EOFError, OSError) as error:
+    # MemoryError: a damaged header that announces more than memory holds.
+    except (ValueError, EOFError, OSError, MemoryError) as error:
         raise InputError(path, f"unreadable or truncated ({error})", stage) from None
+
+
+# What numpy and zipfile raise on a damaged .npz, by the damage: a header numpy cannot
+# parse (tokenize's error, SyntaxError), zip flags zipfile does not implement or reads as
+# encryption, a header announcing more than memory holds.
+_NPZ_ERRORS = (
+    ValueError, EOFError, OSError, MemoryError, KeyError, zipfile.BadZipFile,
+    tokenize.TokenError, SyntaxError, NotImplementedError, RuntimeError,
+)  # fmt: skip
 
 
 def read_arrays(path: Path, stage: str | None) -> dict[str, np.ndarray]:
     """Load every array of an ``.npz`` of plain numbers; its zip CRCs catch a changed byte."""
     regular_file_size(path, stage)
     try:
-        with np.load(path, allow_pickle=False) as arrays:
+        with path.open("rb") as file, np.load(file, allow_pickle=False) as arrays:
             return {name: arrays[name] for name in arrays.files}
-    except (ValueError, EOFError, OSError, zipfile.BadZipFile, KeyError) as error:
-        raise InputError(path, f"unreadable or truncated ({error})", stage) from None
+    except _NPZ_ERRORS as error:
+        raise InputError(
+            path, f"unreadable or truncated ({one_line(error)[:300]})", stage
+        ) from None

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import keras
 import numpy as np
 from keras import layers
@@ -23,14 +25,24 @@ from keras import layers
 from cifar10.archive import FEATURES
 from cifar10.errors import InputError, one_line
 from cifar10.files import read_json, regular_file_size
+from cifar10.params import MAX_MLP_PARAMETERS
 from cifar10.preprocessing import Preprocessing
 
 MODEL_FILE = "model.keras"
 CLASSES_FILE = "classes.json"
 STAGE = "train"  # the stage of dvc.yaml that writes the pipeline's model folder
+WEIGHTS_ENTRY = "model.weights.h5"  # the weights inside model.keras (Keras' name)
+# The float32 weights of the largest model train builds, with room for its config: the
+# most model.keras holds, packed or unpacked, so no damaged file makes Keras read more.
+MAX_MODEL_BYTES = 4 * MAX_MLP_PARAMETERS + (16 << 20)
+# Keras' errors quote whole configs (mean and variance: 3072 numbers each): cut to this.
+_MAX_PROBLEM_CHARACTERS = 300
 # Keras' record of when it saved the model and the zip entries' dates made constant, and
-# the ids it gives shared objects (their memory addresses) numbered in order: the same
-# weights give the same bytes, so DVC records the same hash for a rerun.
+# the ids it gives shared objects (their memory addresses) left out: the same weights
+# give the same bytes, so DVC records the same hash for a rerun, and a loaded model
+# (whose layers no longer share their dtype policy with the model) saves as it was
+# saved. Every occurrence of a shared object holds its whole config, so without its id
+# each loads as an object of its own.
 _SAVED_DATE = "1980-01-01@00:00:00"
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 _SHARED_ID = "shared_object_id"
@@ -107,22 +119,17 @@ def predict(model: keras.Model, inputs: np.ndarray, batch_size: int) -> np.ndarr
     return np.asarray(model.predict(inputs, batch_size=batch_size, verbose=0), np.float32)
 
 
-def _numbered(config: object, numbers: dict[object, int]) -> object:
-    """Return Keras' config with each shared object's id replaced by its order of appearance."""
+def _unshared(config: object) -> object:
+    """Return Keras' config without the ids of its shared objects."""
     if isinstance(config, list):
-        return [_numbered(item, numbers) for item in config]
+        return [_unshared(item) for item in config]
     if isinstance(config, dict):
-        return {
-            key: numbers.setdefault(value, len(numbers) + 1)
-            if key == _SHARED_ID
-            else _numbered(value, numbers)
-            for key, value in config.items()
-        }
+        return {key: _unshared(value) for key, value in config.items() if key != _SHARED_ID}
     return config
 
 
 def _reproducible(archive: bytes) -> bytes:
-    """Return the .keras archive with its dates constant and its shared objects numbered."""
+    """Return the .keras archive with its dates constant and no ids of shared objects."""
     output = io.BytesIO()
     with (
         zipfile.ZipFile(io.BytesIO(archive)) as source,
@@ -133,7 +140,7 @@ def _reproducible(archive: bytes) -> bytes:
             if entry.filename == "metadata.json":
                 data = json.dumps({**json.loads(data), "date_saved": _SAVED_DATE}).encode()
             elif entry.filename == "config.json":
-                data = json.dumps(_numbered(json.loads(data), {})).encode()
+                data = json.dumps(_unshared(json.loads(data))).encode()
             target.writestr(zipfile.ZipInfo(entry.filename, _ZIP_DATE), data, entry.compress_type)
     return output.getvalue()
 
@@ -148,6 +155,72 @@ def save_classifier(classifier: Classifier, directory: Path) -> None:
     classifier.preprocessing.save(directory)
 
 
+def _keras_problem(error: Exception) -> str:
+    """Keras' message about a file, in one short line: the cause, not the configs it quotes."""
+    text = one_line(error).partition(" Full config: ")[0]
+    text = text.rpartition("Exception encountered: ")[2]
+    if len(text) > _MAX_PROBLEM_CHARACTERS:
+        text = text[:_MAX_PROBLEM_CHARACTERS] + " ..."
+    return text
+
+
+def _check_sizes(path: Path, stage: str | None) -> None:
+    """Refuse a model.keras that would make Keras read more than the largest model holds.
+
+    Its size and its entries' unpacked sizes, and the bytes its weights' arrays declare
+    (Keras writes them unpacked, so they are at most the weights file's size; a damaged
+    header can declare gigabytes that Keras would allocate before finding them missing).
+    """
+    size = regular_file_size(path, stage)
+    if size > MAX_MODEL_BYTES:
+        raise InputError(
+            path, f"{size:,} bytes, more than the {MAX_MODEL_BYTES:,} it can be", stage
+        )
+    with zipfile.ZipFile(path) as archive:
+        unpacked = sum(entry.file_size for entry in archive.infolist())
+        if unpacked > MAX_MODEL_BYTES:
+            raise InputError(
+                path,
+                f"{unpacked:,} bytes unpacked, more than the {MAX_MODEL_BYTES:,} it can be",
+                stage,
+            )
+        if WEIGHTS_ENTRY not in archive.namelist():
+            return  # Keras says what is missing
+        weights = archive.read(WEIGHTS_ENTRY)
+    declared = 0
+
+    def add(_: str, item: object) -> None:
+        nonlocal declared
+        if isinstance(item, h5py.Dataset):
+            declared += item.size * item.dtype.itemsize
+
+    with h5py.File(io.BytesIO(weights), "r") as arrays:
+        arrays.visititems(add)
+    if declared > len(weights):
+        raise InputError(
+            path,
+            f"its weights' arrays declare {declared:,} bytes, but {WEIGHTS_ENTRY} holds "
+            f"{len(weights):,}",
+            stage,
+        )
+
+
+def _unusable(model: keras.Model) -> str | None:
+    """Name a layer whose weights or constants are not finite (or variances not positive)."""
+    for layer in model.layers:
+        values = [keras.ops.convert_to_numpy(weight) for weight in layer.weights]
+        if isinstance(layer, layers.Normalization):
+            if layer.mean is None or layer.variance is None:
+                return f"layer {layer.name!r} has no mean and variance"
+            variance = keras.ops.convert_to_numpy(layer.variance)
+            if not np.all(variance > 0):
+                return f"layer {layer.name!r} has variances that are not positive"
+            values += [keras.ops.convert_to_numpy(layer.mean), variance]
+        if not all(np.isfinite(value).all() for value in values):
+            return f"layer {layer.name!r} holds values that are not finite"
+    return None
+
+
 def load_classifier(directory: Path, stage: str | None = STAGE) -> Classifier:
     """Load a model folder written by :func:`save_classifier`; its parts must fit together.
 
@@ -158,19 +231,27 @@ def load_classifier(directory: Path, stage: str | None = STAGE) -> Classifier:
         raise InputError(directory / CLASSES_FILE, "not a list of class names", stage)
     preprocessing = Preprocessing.load(directory, stage)
     path = directory / MODEL_FILE
-    regular_file_size(path, stage)
     try:
-        model = keras.saving.load_model(path, compile=False)
-    except Exception as error:  # whatever Keras finds wrong with the file
-        raise InputError(path, f"not a model Keras can load ({one_line(error)})", stage) from None
-    if tuple(model.input_shape) != (None, FEATURES) or tuple(model.output_shape) != (
-        None,
-        len(names),
-    ):
+        _check_sizes(path, stage)
+        # Numbers out of float32's range warn as they convert: refused, not printed.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            model = keras.saving.load_model(path, compile=False)
+        shapes = (model.input_shape, model.output_shape)
+    except InputError:
+        raise
+    except Exception as error:  # whatever Keras (zipfile, h5py) finds wrong with the file
+        raise InputError(
+            path, f"not a model Keras can load ({_keras_problem(error)})", stage
+        ) from None
+    if shapes != ((None, FEATURES), (None, len(names))):
         raise InputError(
             path,
-            f"a model of inputs {model.input_shape} and outputs {model.output_shape}, not "
-            f"(None, {FEATURES}) and (None, {len(names)}) for {len(names)} class names",
+            f"a model of inputs {shapes[0]} and outputs {shapes[1]}, not (None, {FEATURES}) "
+            f"and (None, {len(names)}) for {len(names)} class names",
             stage,
         )
+    problem = _unusable(model)
+    if problem is not None:
+        raise InputError(path, problem, stage)
     return Classifier(model, tuple(names), preprocessing)

@@ -75,7 +75,7 @@ class DataParams(Section):
     archive: str | None = Field(
         description=(
             "A local archive to verify and use instead of the URL, as an absolute path "
-            "(queued experiments run elsewhere); null: download."
+            "(queued experiments run elsewhere); empty (null): download."
         )
     )
     retries: int = Field(
@@ -129,8 +129,8 @@ class PrepareParams(Section):
         le=1,
         description=(
             "Components of variance below this share of zca_epsilon are scaled by "
-            "zca_epsilon^-1/2 alone, off by at most 1 - (1 + share)^-1/2 (8.7 % at 0.2), "
-            "for fewer components to compute."
+            "zca_epsilon^-1/2 alone, at most sqrt(1 + share) - 1 (9.5 % at 0.2) above the "
+            "exact ZCA, for fewer components to compute."
         ),
     )
 

@@ -246,8 +246,8 @@ def fit_whitening(images: np.ndarray, epsilon: float, component_share: float) ->
     """Fit ZCA whitening with regularization ``epsilon`` (pixels in [0, 1]) on uint8 images.
 
     The principal components whose variance exceeds ``component_share * epsilon`` are
-    whitened exactly; the rest are scaled by epsilon^-1/2 alone, which is off by at most
-    1 - (1 + component_share)^-1/2 on each of them.
+    whitened exactly; the rest are scaled by epsilon^-1/2 alone, at most
+    sqrt(1 + component_share) - 1 above the exact ZCA on each of them.
     """
     if epsilon <= 0:
         raise ValueError(f"epsilon must be positive, got {epsilon}")

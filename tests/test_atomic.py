@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import os
 from pathlib import Path
 
 import pytest
 
-from stages.atomic import atomic_outputs, remove_leftovers
-from stages.cli import StageError
+from cifar10.atomic import atomic_outputs, remove_leftovers
+from cifar10.errors import PipelineError
 
 
 def write_both(first: Path, second: Path, text: str) -> None:
@@ -26,6 +25,7 @@ def test_outputs_appear_together_and_replace_the_old_ones(tmp_path: Path) -> Non
     assert first.read_text() == "new"
     assert (second / "inside.txt").read_text() == "new"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["figures", "reports"]
+    assert [path.name for path in first.parent.iterdir()] == ["metrics.json"]
 
 
 def write_then_fail(first: Path, second: Path) -> None:
@@ -42,6 +42,18 @@ def test_an_error_while_writing_changes_nothing(tmp_path: Path) -> None:
     assert first.read_text() == "old"
     assert (second / "inside.txt").read_text() == "old"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["figures", "metrics.json"]
+
+
+def interrupt_while_writing(target: Path) -> None:
+    with atomic_outputs(target) as (temporary,):
+        temporary.mkdir()
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_while_writing_changes_nothing(tmp_path: Path) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        interrupt_while_writing(tmp_path / "prepared")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_failed_rename_puts_every_old_output_back(
@@ -103,10 +115,10 @@ def test_a_failed_check_before_commit_changes_nothing(tmp_path: Path) -> None:
     target.write_text("old")
 
     def params_changed() -> None:
-        raise StageError("params.yaml changed while the stage ran")
+        raise PipelineError("params.yaml changed while the stage ran")
 
     with (
-        pytest.raises(StageError, match="changed while the stage ran"),
+        pytest.raises(PipelineError, match="changed while the stage ran"),
         atomic_outputs(target, before_commit=params_changed) as (temporary,),
     ):
         temporary.write_text("new")
@@ -116,19 +128,14 @@ def test_a_failed_check_before_commit_changes_nothing(tmp_path: Path) -> None:
 
 def test_a_run_still_writing_keeps_its_temporary_outputs(tmp_path: Path) -> None:
     target = tmp_path / "prepared"
-    # Another run of the same stage, still going: its temporary folder is not a leftover.
-    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        in_progress = tmp_path / f".prepared.tmp-{writer.pid}-0a1b2c3d"
-        in_progress.mkdir()
-        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                              capture_output=True, text=True, check=True)  # fmt: skip
-        killed = tmp_path / f".prepared.tmp-{int(dead.stdout)}-4e5f6a7b"
-        killed.mkdir()
-        assert remove_leftovers(target) == [killed]
-        with atomic_outputs(target) as (temporary,):
-            temporary.mkdir()
-        assert sorted(path.name for path in tmp_path.iterdir()) == [in_progress.name, "prepared"]
-    finally:
-        writer.kill()
-        writer.wait()
+    # Another run of the same stage, still going (this process): not a leftover. A
+    # process id of pid_max or more is never given out: that run is over.
+    in_progress = tmp_path / f".prepared.tmp-{os.getpid()}-0a1b2c3d"
+    in_progress.mkdir()
+    dead_pid = int(Path("/proc/sys/kernel/pid_max").read_text())
+    killed = tmp_path / f".prepared.tmp-{dead_pid}-4e5f6a7b"
+    killed.mkdir()
+    assert remove_leftovers(target) == [killed]
+    with atomic_outputs(target) as (temporary,):
+        temporary.mkdir()
+    assert sorted(path.name for path in tmp_path.iterdir()) == [in_progress.name, "prepared"]

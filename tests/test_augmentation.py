@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from stages.augmentation import RandomFlipAndShift
-from stages.cifar import FEATURES, IMAGE_SHAPE
+from cifar10.archive import FEATURES, IMAGE_SHAPE
+from cifar10.augmentation import RandomFlipAndShift
 
 
 def reference(image: np.ndarray, flip: bool, down: int, right: int, fill: np.ndarray) -> np.ndarray:

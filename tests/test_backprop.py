@@ -1,20 +1,22 @@
-"""The backprop stage: the numpy network against the assignment, finite differences and TF."""
+"""Part 1's numpy network against the assignment, finite differences and TensorFlow's autodiff.
+
+The numpy maths (cifar10/backprop.py) and the stage's report are unit tests; TensorFlow's
+autodiff, hypothesis' sizes and the stage as a process are integration tests.
+"""
 
 from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import params_for_tests, update_params, write_params
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from helpers import params_with, run, run_stage, update_params, write_params
 
-from stages.backprop import (
+import cifar10.backprop
+from cifar10.backprop import (
     COMPARISONS,
     NAMES,
     Parameters,
@@ -28,12 +30,16 @@ from stages.backprop import (
     gradient_descent,
     initialize,
     loss,
-    main,
-    sigmoid,
 )
-from stages.cli import StageError
+from cifar10.errors import PipelineError
+from stages.backprop import main
 
-DEFAULTS = params_for_tests().backprop
+# The assignment's sizes, as its notebook runs them, and tolerances a test relies on.
+ASSIGNMENT = {"seed": 0, "n_samples": 1000, "n_inputs": 2, "n_hidden": 3}
+TOLERANCES = {"tolerance_reference": 5e-9, "tolerance_finite_difference": 1e-9,
+              "tolerance_autodiff": 1e-12, "finite_difference_step": 1e-5}  # fmt: skip
+PARAMS = params_with({"backprop": {**ASSIGNMENT, **TOLERANCES, "descent_learning_rate": 2.0}})
+DEFAULTS = PARAMS.backprop
 
 # The notebook's printed output, as printed: its W1 gradient is 2 x 3 (transposed).
 PRINTED_W1 = [[1.76405235, 0.40015721], [0.97873798, 2.2408932], [1.86755799, -0.97727788]]
@@ -63,6 +69,12 @@ def test_initialize_reproduces_the_notebooks_weights(assignment) -> None:
     assert X.shape == (1000, 2)
     assert ((X >= 0) & (X < 1)).all()
     assert set(np.unique(Y)) == {0.0, 1.0}
+
+
+def test_initialize_leaves_numpys_global_random_state_alone() -> None:
+    before = np.random.get_state()[1].copy()  # noqa: NPY002 (the legacy global state)
+    initialize(n_samples=10, n_inputs=2, n_hidden=3, seed=0)
+    np.testing.assert_array_equal(np.random.get_state()[1], before)  # noqa: NPY002
 
 
 def test_backward_reproduces_the_printed_values(assignment) -> None:
@@ -108,19 +120,12 @@ def test_forward_computes_what_the_network_computes_one_sample_at_a_time(assignm
 
 
 def test_sigmoid_is_finite_and_quiet_at_extremes() -> None:
+    sigmoid = cifar10.backprop.sigmoid
     np.testing.assert_array_equal(sigmoid(np.array([-1000.0, 0.0, 1000.0])), [0.0, 0.5, 1.0])
 
 
-@settings(max_examples=30, deadline=None)
-@given(
-    n_samples=st.integers(1, 200),
-    n_inputs=st.integers(1, 5),
-    n_hidden=st.integers(1, 5),
-    seed=st.integers(0, 2**32 - 1),
-)
-def test_gradients_match_finite_differences(
-    n_samples: int, n_inputs: int, n_hidden: int, seed: int
-) -> None:
+def check_against_finite_differences(n_samples: int, n_inputs: int, n_hidden: int,
+                                     seed: int) -> None:  # fmt: skip
     weights, X, Y = initialize(n_samples, n_inputs, n_hidden, seed)
     gradients, _ = backward(X, Y, weights)
     assert gradients.W1.shape == (n_hidden, n_inputs)
@@ -129,6 +134,35 @@ def test_gradients_match_finite_differences(
     assert comparison.within(DEFAULTS.tolerance_finite_difference), comparison
 
 
+@pytest.mark.parametrize(
+    ("n_samples", "n_inputs", "n_hidden", "seed"),
+    [(1000, 2, 3, 0), (57, 4, 6, 7), (1, 1, 1, 3), (200, 5, 2, 2**32 - 1)],
+)
+def test_gradients_match_finite_differences(
+    n_samples: int, n_inputs: int, n_hidden: int, seed: int
+) -> None:
+    check_against_finite_differences(n_samples, n_inputs, n_hidden, seed)
+
+
+@pytest.mark.integration
+def test_gradients_match_finite_differences_at_any_size() -> None:
+    from hypothesis import given, settings  # noqa: PLC0415 (hypothesis: integration only)
+    from hypothesis import strategies as st  # noqa: PLC0415
+
+    @settings(max_examples=30, deadline=None)
+    @given(
+        n_samples=st.integers(1, 200),
+        n_inputs=st.integers(1, 5),
+        n_hidden=st.integers(1, 5),
+        seed=st.integers(0, 2**32 - 1),
+    )
+    def check(n_samples: int, n_inputs: int, n_hidden: int, seed: int) -> None:
+        check_against_finite_differences(n_samples, n_inputs, n_hidden, seed)
+
+    check()
+
+
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("n_samples", "n_inputs", "n_hidden", "seed"), [(1000, 2, 3, 0), (57, 4, 6, 7)]
 )
@@ -212,6 +246,8 @@ def test_parameters_validate_their_shapes() -> None:
         Parameters(W1=np.zeros((3, 2)), b1=np.zeros(3), W2=np.zeros(2), b2=0.0)
     with pytest.raises(ValueError, match="b2 must be a scalar"):
         Parameters(W1=np.zeros((3, 2)), b1=np.zeros(3), W2=np.zeros(3), b2=np.zeros(1))
+    with pytest.raises(ValueError, match="expected the keys"):
+        Parameters.from_arrays({"W1": np.zeros((3, 2))})
     weights = Parameters(W1=np.zeros((3, 2)), b1=np.zeros(3), W2=np.zeros(3), b2=0.0)
     with pytest.raises(ValueError, match="read-only"):
         weights.W1[0, 0] = 1.0
@@ -254,20 +290,35 @@ def test_descent_fails_unless_it_ends_lower_than_it_started(
         assert f"{losses[0]:g} -> {losses[-1]:g}" in problems[0]
 
 
+# The stage -------------------------------------------------------------------------------
+
+OUTPUTS = ["--report", "reports/backprop.json", "--loss-plot", "reports/backprop/loss.tsv"]
+
+
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    write_params(tmp_path)
+    """A folder with the assignment's backprop params, made the working directory."""
+    changes = {**ASSIGNMENT, **TOLERANCES, "descent_steps": 300, "descent_learning_rate": 2.0}
+    write_params(tmp_path, {"backprop": changes})
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture
+def numpy_autodiff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TensorFlow's autodiff replaced by the numpy backward pass, for the unit tests.
+
+    The stage's reports and failures are tested in this process without loading
+    TensorFlow; the autodiff check itself is in the integration tests.
+    """
+    monkeypatch.setattr(cifar10.backprop, "autodiff_gradients", backward)
 
 
 def set_backprop_params(workdir: Path, **changes: object) -> None:
     update_params(workdir, {"backprop": changes})
 
 
-OUTPUTS = ["--report", "reports/backprop.json", "--loss-plot", "reports/backprop/loss.tsv"]
-
-
+@pytest.mark.usefixtures("numpy_autodiff")
 def test_main_writes_report_and_loss_plot(workdir: Path, capsys: pytest.CaptureFixture) -> None:
     main(OUTPUTS)
     report = json.loads((workdir / "reports" / "backprop.json").read_text())
@@ -276,7 +327,7 @@ def test_main_writes_report_and_loss_plot(workdir: Path, capsys: pytest.CaptureF
     for name in COMPARISONS:
         entry = report[name]
         assert entry["passed"] is True
-        assert entry["tolerance"] == getattr(DEFAULTS, f"tolerance_{name}")
+        assert entry["tolerance"] == TOLERANCES[f"tolerance_{name}"]
         assert 0 <= entry["max_abs_error"] <= entry["tolerance"]
         assert entry["max_rel_error"] >= 0
     assert report["descent"]["decreased"] is True
@@ -284,15 +335,16 @@ def test_main_writes_report_and_loss_plot(workdir: Path, capsys: pytest.CaptureF
 
     lines = (workdir / "reports" / "backprop" / "loss.tsv").read_text().splitlines()
     assert lines[0] == "step\tloss"
-    assert len(lines) == 1 + DEFAULTS.descent_steps + 1
+    assert len(lines) == 1 + 300 + 1
     steps, losses = zip(*(line.split("\t") for line in lines[1:]), strict=True)
-    assert [int(step) for step in steps] == list(range(DEFAULTS.descent_steps + 1))
+    assert [int(step) for step in steps] == list(range(300 + 1))
     assert float(losses[0]) == report["descent"]["initial_loss"]
     assert float(losses[-1]) == report["descent"]["final_loss"]
     assert [path.name for path in workdir.rglob(".*tmp*")] == []
     assert "finite_difference" in capsys.readouterr().out
 
 
+@pytest.mark.usefixtures("numpy_autodiff")
 def test_main_records_the_reference_as_not_applicable_for_other_shapes(workdir: Path) -> None:
     set_backprop_params(workdir, n_hidden=4, descent_steps=20)
     main(OUTPUTS)
@@ -304,35 +356,50 @@ def test_main_records_the_reference_as_not_applicable_for_other_shapes(workdir: 
     assert report["autodiff"]["passed"] is True
 
 
+@pytest.mark.usefixtures("numpy_autodiff")
 def test_main_fails_over_tolerance_and_writes_nothing(workdir: Path) -> None:
     set_backprop_params(workdir, tolerance_finite_difference=1e-16)
-    with pytest.raises(StageError, match=r"finite_difference check failed: max abs error \S+ "
+    with pytest.raises(PipelineError, match=r"finite_difference check failed: max abs error \S+ "
                        r"\(in \w+\) exceeds the tolerance 1e-16"):  # fmt: skip
         main(OUTPUTS)
     assert not (workdir / "reports").exists()
 
 
-def test_command_line_success_prints_everything_before_it_ends(workdir: Path) -> None:
-    # The command line ends without the interpreter's teardown: nothing may be lost.
+@pytest.mark.usefixtures("numpy_autodiff")
+def test_main_fails_when_the_descent_does_not_lower_the_loss(workdir: Path) -> None:
+    # A learning rate so large that the sigmoids saturate: the loss cannot fall.
+    set_backprop_params(workdir, descent_learning_rate=100.0, descent_steps=50)
+    with pytest.raises(PipelineError, match="gradient descent did not lower the loss"):
+        main(OUTPUTS)
+    assert not (workdir / "reports").exists()
+
+
+@pytest.mark.integration
+def test_main_passes_every_check_with_tensorflows_autodiff(workdir: Path) -> None:
     set_backprop_params(workdir, descent_steps=5)
-    result = subprocess.run(
-        [sys.executable, "-m", "stages.backprop", *OUTPUTS],
-        cwd=workdir, capture_output=True, text=True, check=True,
-    )  # fmt: skip
+    main(OUTPUTS)
+    report = json.loads((workdir / "reports" / "backprop.json").read_text())
+    assert report["autodiff"]["passed"] is True
+    assert report["autodiff"]["max_abs_error"] <= TOLERANCES["tolerance_autodiff"]
+
+
+@pytest.mark.integration
+def test_the_stage_prints_everything_before_it_ends(workdir: Path) -> None:
+    set_backprop_params(workdir, descent_steps=5)
+    result = run_stage("backprop", OUTPUTS, workdir)
     assert result.stdout.startswith(f"backprop: L = {PRINTED_L!r}\n")
     assert result.stdout.splitlines()[-1].startswith("  descent: loss ")
     assert result.stdout.endswith(" over 5 steps at learning rate 2.0\n")
     report = json.loads((workdir / "reports" / "backprop.json").read_text())
     assert report["descent"]["decreased"] is True
+    assert report["autodiff"]["passed"] is True
     assert len((workdir / "reports" / "backprop" / "loss.tsv").read_text().splitlines()) == 7
 
 
-def test_command_line_failure_is_one_error_line_and_no_outputs(workdir: Path) -> None:
+@pytest.mark.integration
+def test_a_failing_stage_is_one_error_line_and_no_outputs(workdir: Path) -> None:
     set_backprop_params(workdir, finite_difference_step=1e-2, descent_steps=5)
-    result = subprocess.run(
-        [sys.executable, "-m", "stages.backprop", *OUTPUTS],
-        cwd=workdir, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    result = run_stage("backprop", OUTPUTS, workdir, check=False)
     assert result.returncode == 1
     # TensorFlow may log its start-up to stderr first; our message is the last line.
     last_line = result.stderr.splitlines()[-1]
@@ -342,9 +409,7 @@ def test_command_line_failure_is_one_error_line_and_no_outputs(workdir: Path) ->
     assert not (workdir / "reports").exists()
 
 
-def test_importing_the_module_does_not_import_tensorflow() -> None:
+@pytest.mark.integration
+def test_importing_the_stage_does_not_import_tensorflow(tmp_path: Path) -> None:
     code = "import sys, stages.backprop; print('tensorflow' in sys.modules)"
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
-    assert result.stdout.strip() == "False"
+    assert run([sys.executable, "-c", code], tmp_path).stdout.strip() == "False"

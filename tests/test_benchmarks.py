@@ -34,7 +34,7 @@ TRAINED = (
 def test_stage_seconds_run_from_each_announcement_to_the_next(run: ModuleType) -> None:
     lines = [
         (0.5, "Running stage 'download':\n"),
-        (0.6, "> python -m stages.download\n"),
+        (0.6, "> python -m stages download --output data/raw/cifar-10-python.tar.gz\n"),
         (2.0, "Updating lock file 'dvc.lock'\n"),
         (2.5, "Running stage 'prepare':\n"),
         (9.0, "Running stage 'train':\n"),

@@ -1,7 +1,8 @@
-"""dvc.yaml against the code: each stage's deps are exactly the modules it imports.
+"""dvc.yaml against the code: each stage's deps are its modules, its params the sections it reads.
 
-DVC does not follow imports: a module missing from a stage's deps would leave its
-results stale when that module changes, and one listed needlessly would rerun it.
+DVC follows neither imports nor attribute reads: a module missing from a stage's deps, or
+a params section missing from its ``params``, would leave its results stale when that
+changes, and one listed needlessly would rerun it. Both are read from the code by ast.
 """
 
 from __future__ import annotations
@@ -11,78 +12,117 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import REPOSITORY
+from helpers import REPOSITORY
 from ruamel.yaml import YAML
 
-STAGES_PACKAGE = REPOSITORY / "stages"
+from cifar10.params import Params
+from stages.__main__ import STAGES
+
+# What every stage's command runs first (`python -m stages <stage>`), before the stage module.
+ENTRY_POINT = REPOSITORY / "stages" / "__main__.py"
+# A stage's code deps are modules of these folders.
+CODE_DEP = re.compile(r"^(stages|cifar10)/[^/]+\.py$")
 
 
 def pipeline() -> dict:
     return YAML(typ="safe").load((REPOSITORY / "dvc.yaml").read_text())
 
 
-def imported_modules(path: Path) -> set[str]:
-    """The modules of the stages package that the file imports, anywhere in it."""
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+def module_file(name: str, root: Path) -> Path | None:
+    """The file under ``root`` that defines module ``name`` (a package's __init__.py), if any."""
+    path = root.joinpath(*name.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def imported_files(path: Path, root: Path) -> set[Path]:
+    """The files under ``root`` that importing ``path`` runs directly: every module it names.
+
+    Imports anywhere count (in functions, under ``if TYPE_CHECKING:``); ``import a.b``
+    runs a/__init__.py and a/b.py; ``from a import b`` runs a/__init__.py, and a/b.py if
+    ``b`` is a module rather than a name; relative imports resolve from ``path``'s package.
+    """
+    names: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module is not None and node.level == 0:
-            # `from stages import x` imports stages.x; `from stages.x import y`, stages.x.
-            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-        else:
-            continue
-        found |= {
-            name
-            for name in names
-            if name.startswith("stages.")
-            and (STAGES_PACKAGE / f"{name.removeprefix('stages.')}.py").is_file()
-        }
-    return found
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                package = path.relative_to(root).parent.parts  # a module's or __init__'s
+                base = package[: len(package) - node.level + 1]
+                module = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                module = node.module or ""
+            names.append(module)
+            names += [f"{module}.{alias.name}" for alias in node.names]
+    files = set()
+    for name in filter(None, names):
+        parts = name.split(".")
+        # Each package on the way is imported first: a.b.c runs a/__init__.py, a/b/__init__.py.
+        for end in range(1, len(parts) + 1):
+            found = module_file(".".join(parts[:end]), root)
+            if found is not None:
+                files.add(found)
+    return files - {path}
 
 
-def import_closure(module: str) -> set[str]:
-    """``module`` and every module of the package it imports, directly or not."""
-    closure, pending = set(), [module]
+def import_closure(paths: list[Path], root: Path) -> set[Path]:
+    """``paths`` and every file under ``root`` that importing them runs, directly or not."""
+    closure: set[Path] = set()
+    pending = list(paths)
     while pending:
-        name = pending.pop()
-        if name not in closure:
-            closure.add(name)
-            pending += imported_modules(STAGES_PACKAGE / f"{name.removeprefix('stages.')}.py")
+        path = pending.pop()
+        if path not in closure:
+            closure.add(path)
+            pending += imported_files(path, root)
     return closure
 
 
-def stage_modules() -> dict[str, str]:
-    """Each stage of dvc.yaml, and the module its command runs."""
-    modules = {}
-    for name, stage in pipeline()["stages"].items():
-        match = re.search(r"python -m (stages\.\w+)", stage["cmd"])
-        assert match, f"stage {name}: its command runs no module of the stages package"
-        modules[name] = match.group(1)
-    return modules
+def stage_module(name: str) -> str:
+    """The module of the stages package that a stage's command runs."""
+    match = re.search(r"python -m stages (\w+)\b", pipeline()["stages"][name]["cmd"])
+    assert match, f"stage {name}: its command runs no `python -m stages <stage>`"
+    return match.group(1)
+
+
+def sections_read(path: Path) -> set[str]:
+    """The params sections a module reads: attribute accesses ``<anything>.params.<section>``."""
+    return {
+        node.attr
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Attribute)
+        and node.value.attr == "params"
+        and node.attr in Params.model_fields
+    }
 
 
 @pytest.mark.parametrize("stage", list(pipeline()["stages"]))
-def test_a_stages_code_deps_are_the_modules_it_imports(stage: str) -> None:
-    expected = {
-        f"stages/{name.removeprefix('stages.')}.py"
-        for name in import_closure(stage_modules()[stage])
-    }
-    expected.add("stages/__init__.py")  # imported before any module of the package
-    listed = {dep for dep in pipeline()["stages"][stage]["deps"] if dep.startswith("stages/")}
+def test_a_stages_code_deps_are_the_modules_its_command_imports(stage: str) -> None:
+    module = REPOSITORY / "stages" / f"{stage_module(stage)}.py"
+    closure = import_closure([ENTRY_POINT, module], REPOSITORY)
+    expected = {path.relative_to(REPOSITORY).as_posix() for path in closure}
+    listed = {dep for dep in pipeline()["stages"][stage]["deps"] if CODE_DEP.match(dep)}
     assert listed == expected
 
 
-def test_the_closure_follows_imports_of_every_form(tmp_path: Path) -> None:
-    module = tmp_path / "example.py"
-    module.write_text(
-        "import stages.cli\nfrom stages import atomic\nfrom stages.params import read_params_file\n"
-        "def later():\n    from stages.dataset import load_split\n"
-        "import stages_other\nfrom stages.cifar import FEATURES as X\n"
-    )
-    assert imported_modules(module) == {
-        "stages.cli", "stages.atomic", "stages.params", "stages.dataset", "stages.cifar"
-    }  # fmt: skip
+@pytest.mark.parametrize("stage", list(pipeline()["stages"]))
+def test_a_stages_params_are_the_whole_sections_its_module_reads(stage: str) -> None:
+    definition = pipeline()["stages"][stage]
+    if stage == "params":
+        # It validates the whole file and always runs (always_changed): no section of its own.
+        assert "params" not in definition
+        return
+    module = REPOSITORY / "stages" / f"{stage_module(stage)}.py"
+    listed = definition.get("params", [])
+    assert all(isinstance(entry, str) for entry in listed), "params are whole sections"
+    assert set(listed) == sections_read(module) != set()
+
+
+def test_every_stage_module_is_a_stage_of_the_pipeline() -> None:
+    assert sorted(stage_module(name) for name in pipeline()["stages"]) == STAGES
 
 
 def test_every_output_is_in_dvcs_cache() -> None:
@@ -91,3 +131,54 @@ def test_every_output_is_in_dvcs_cache() -> None:
         for output in stage.get("outs", []):
             options = next(iter(output.values())) if isinstance(output, dict) else {}
             assert options.get("cache", True), f"stage {name}: {output} is not cached"
+
+
+def test_every_stage_says_what_it_does() -> None:
+    for name, stage in pipeline()["stages"].items():
+        assert str(stage.get("desc", "")).strip(), f"stage {name} has no desc"
+
+
+def test_the_closure_follows_imports_of_every_form(tmp_path: Path) -> None:
+    files = {
+        "main.py": (
+            "from __future__ import annotations\n"
+            "import os\n"
+            "import pkg.plain\n"
+            "from pkg import named, CONSTANT\n"
+            "from pkg.sub.deep import thing as alias\n"
+            "from typing import TYPE_CHECKING\n"
+            "if TYPE_CHECKING:\n"
+            "    from pkg.typing_only import Kind\n"
+            "def later():\n"
+            "    import pkg.lazy\n"
+        ),
+        "pkg/__init__.py": "CONSTANT = 1\n",
+        "pkg/plain.py": "from . import relative\n",
+        "pkg/named.py": "",
+        "pkg/relative.py": "from .sub import deep\n",
+        "pkg/sub/__init__.py": "",
+        "pkg/sub/deep.py": "from ..named import x\nthing = 1\n",
+        "pkg/typing_only.py": "",
+        "pkg/lazy.py": "",
+        "pkg/unused.py": "import pkg.never_imported_by_main\n",
+    }
+    for name, source in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(source)
+    closure = import_closure([tmp_path / "main.py"], tmp_path)
+    assert {path.relative_to(tmp_path).as_posix() for path in closure} == {
+        "main.py", "pkg/__init__.py", "pkg/plain.py", "pkg/named.py",
+        "pkg/relative.py", "pkg/sub/__init__.py", "pkg/sub/deep.py", "pkg/typing_only.py",
+        "pkg/lazy.py",
+    }  # fmt: skip
+
+
+def test_sections_read_are_attributes_of_a_params_attribute(tmp_path: Path) -> None:
+    module = tmp_path / "stage.py"
+    module.write_text(
+        "train = read_params().params.train\n"
+        "batch = params_file.params.evaluate.batch_size\n"
+        "other = params.data\n"  # not <anything>.params.<section>
+        "dump = params_file.params.model_dump()\n"  # not a section
+    )
+    assert sections_read(module) == {"train", "evaluate"}

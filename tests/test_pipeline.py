@@ -12,9 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import ALL_STAGES, QUICK, commit, run, stages_run, update_params
+from helpers import ALL_STAGES, QUICK, commit, run, stages_run, update_params
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 FIGURES = ("samples", "training_loss", "loss", "accuracy", "test_predictions",
            "confusion_matrix", "confident_errors")  # fmt: skip
@@ -27,7 +27,7 @@ def only_params_always_changes(status_json: str) -> bool:
 
 def test_repro_builds_everything_then_does_nothing(reproduced: Path) -> None:
     project = reproduced
-    outputs = ["data/prepared/train_images.npy", "data/model/model.weights.h5",
+    outputs = ["data/prepared/train_images.npy", "data/model/model.keras",
                "reports/data.json", "reports/metrics.json", "reports/backprop.json",
                "reports/evaluate/predictions.csv"]  # fmt: skip
     for name in outputs + [f"reports/figures/{figure}.png" for figure in FIGURES]:
@@ -180,7 +180,7 @@ def test_push_wipe_pull_restores_outputs(reproduced: Path) -> None:
         shutil.rmtree(reproduced / cached)
     run(["dvc", "pull"], reproduced)
     assert (reproduced / "reports" / "figures" / "samples.png").is_file()
-    assert (reproduced / "data" / "model" / "model.weights.h5").is_file()
+    assert (reproduced / "data" / "model" / "model.keras").is_file()
     assert only_params_always_changes(run(["dvc", "status", "--json"], reproduced).stdout)
 
 
@@ -199,6 +199,6 @@ def test_the_tensorflow_backend_trains_through_dvc(reproduced: Path) -> None:
     commit(reproduced, "baseline on JAX")
     result = run(["dvc", "exp", "run", "-S", "train.backend=tensorflow"], reproduced)
     assert stages_run(result.stdout) == {"params", "train", "evaluate", "plots"}
-    assert "> KERAS_BACKEND=tensorflow python -m stages.train" in result.stdout
+    assert "> KERAS_BACKEND=tensorflow python -m stages train" in result.stdout
     metrics = json.loads((reproduced / "reports" / "metrics.json").read_text())
     assert metrics["validation"]["accuracy"] > 0.5  # learnable classes, as on JAX

@@ -1,23 +1,27 @@
-"""The prediction command on a model folder the train stage wrote."""
+"""cifar10-predict: images in, the top classes of a model folder out, every failure one line."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
+import sys
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import AllocationPeak, run_stage, write_model_folder
+from helpers import AllocationPeak, run, run_stage
+from models import random_images, write_model_folder
 from PIL import Image
 
-from stages.cifar import IMAGE_SHAPE
-from stages.cli import StageError
-from stages.dataset import load_split
-from stages.inference import load_classifier
-from stages.predict import percent, read_image, top_classes
+from cifar10.archive import IMAGE_SHAPE
+from cifar10.command import run as run_command
+from cifar10.errors import PipelineError
+from cifar10.model import load_classifier
+from cifar10.predict import percent, read_image, top_classes
+from cifar10.prepared import read_split
 
 
 def save_png(path: Path, row: np.ndarray) -> Path:
@@ -25,8 +29,16 @@ def save_png(path: Path, row: np.ndarray) -> Path:
     return path
 
 
-def test_a_png_round_trips_to_the_same_row(tmp_path: Path, prepared: Path) -> None:
-    row = load_split(prepared, "test").images[0]
+def predict(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run cifar10-predict in this process: its status, stdout and stderr."""
+    capsys.readouterr()
+    status = run_command("cifar10.predict", argv, environ=dict(os.environ))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_a_png_round_trips_to_the_same_row(tmp_path: Path) -> None:
+    row = random_images(1)[0]
     np.testing.assert_array_equal(read_image(save_png(tmp_path / "one.png", row)), row)
 
 
@@ -38,39 +50,43 @@ def test_larger_images_are_resized_to_32_pixels(tmp_path: Path) -> None:
     assert row.reshape(IMAGE_SHAPE)[5, 5].tolist() == [10, 200, 30]
 
 
-def test_the_model_folder_alone_gives_the_evaluate_stages_answers(
-    trained: Path, tmp_path: Path
+@pytest.fixture
+def model_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The working folder, whose data/model is a model folder: predict's default."""
+    write_model_folder(tmp_path / "data" / "model")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_the_command_prints_the_top_classes_of_each_image(
+    model_project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # The oracle: what the evaluate stage wrote from the prepared data (codes made by the
-    # prepare stage); here the folder's own preprocessing starts from the raw images.
-    folder = tmp_path / "trained"
-    shutil.copytree(trained, folder, symlinks=True)
-    arguments = ["--prepared", "data/prepared", "--model", "data/model",
-                 "--summary", "reports/train/summary.json",
-                 "--history", "reports/train/history.json", "--metrics", "metrics.json",
-                 "--predictions", "predictions.csv", "--per-class", "per_class.csv"]  # fmt: skip
-    run_stage("evaluate", arguments, folder)
-    written = pd.read_csv(folder / "predictions.csv")
-    classifier = load_classifier(folder / "data" / "model")
-    probabilities = classifier.probabilities(
-        load_split(folder / "data" / "prepared", "test").images
-    )
-    names = np.asarray(classifier.class_names)
-    assert written["predicted"].tolist() == names[probabilities.argmax(axis=1)].tolist()
-    np.testing.assert_allclose(written["confidence"], probabilities.max(axis=1), atol=1e-6)
-    best = top_classes(classifier, load_split(folder / "data" / "prepared", "test").images[:3], 2)
-    assert [[name for name, _ in classes] for classes in best] == [
-        names[np.argsort(-row)[:2]].tolist() for row in probabilities[:3]
-    ]
-
-
-def test_the_command_prints_the_top_classes(trained: Path, tmp_path: Path) -> None:
-    rows = load_split(trained / "data" / "prepared", "test").images[:2]
+    rows = random_images(2)
     images = [str(save_png(tmp_path / f"{index}.png", row)) for index, row in enumerate(rows)]
-    result = run_stage("predict", [*images, "--top", "3"], trained)
-    lines = result.stdout.splitlines()
+    status, out, _ = predict([*images, "--top", "3"], capsys)
+    assert status == 0
+    lines = out.splitlines()
     assert [line.split(":")[0] for line in lines] == images
-    assert all(line.count("%") == 3 for line in lines)
+    # The oracle: the classifier's own ranking of the same images.
+    best = top_classes(load_classifier(model_project / "data" / "model"), rows, 3)
+    for line, classes in zip(lines, best, strict=True):
+        shown = [part.rsplit(" ", 1)[0] for part in line.split(": ", 1)[1].split(", ")]
+        assert shown == [name for name, _ in classes]
+        assert line.count("%") == 3
+
+
+def test_the_top_classes_are_the_likeliest_in_order(model_project: Path) -> None:
+    classifier = load_classifier(model_project / "data" / "model")
+    images = random_images(4)
+    probabilities = classifier.probabilities(images)
+    names = np.asarray(classifier.class_names)
+    best = top_classes(classifier, images, 2)
+    assert [[name for name, _ in classes] for classes in best] == [
+        names[np.argsort(-row)[:2]].tolist() for row in probabilities
+    ]
+    assert [[value for _, value in classes] for classes in best] == [
+        sorted(row, reverse=True)[:2] for row in probabilities.tolist()
+    ]
 
 
 @pytest.mark.parametrize(
@@ -78,15 +94,72 @@ def test_the_command_prints_the_top_classes(trained: Path, tmp_path: Path) -> No
     [(None, "no such file"), (b"not an image", "not an image Pillow can read")],
 )
 def test_unreadable_images_are_one_line(
-    trained: Path, tmp_path: Path, content: bytes | None, message: str
+    model_project: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    content: bytes | None,
+    message: str,
 ) -> None:
     path = tmp_path / "bad.png"
     if content is not None:
         path.write_bytes(content)
-    result = run_stage("predict", [str(path)], trained, check=False)
-    assert result.returncode == 1
-    assert result.stderr.startswith(f"error: {path}: {message}")
-    assert result.stderr.count("\n") == 1
+    status, _, err = predict([str(path)], capsys)
+    assert status == 1
+    assert err.startswith(f"error: {path}: {message}")
+    assert err.count("\n") == 1
+
+
+def test_every_image_is_reported_and_any_failure_ends_with_status_1(
+    model_project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = save_png(tmp_path / "good.png", np.full(3072, 120, np.uint8))
+    missing, broken = tmp_path / "missing.png", tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    also_good = save_png(tmp_path / "also.png", np.full(3072, 30, np.uint8))
+    status, out, err = predict([str(image) for image in (good, missing, broken, also_good)],
+                               capsys)  # fmt: skip
+    assert status == 1
+    assert [line.split(":")[0] for line in out.splitlines()] == [str(good), str(also_good)]
+    assert err.splitlines() == [
+        f"error: {missing}: no such file",
+        f"error: {broken}: not an image Pillow can read (cannot identify image file '{broken}')",
+    ]
+
+
+def test_the_usage_line_names_the_command_to_run(
+    model_project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        predict([], capsys)
+    assert caught.value.code == 2
+    assert capsys.readouterr().err.startswith("usage: cifar10-predict [-h]")
+
+
+def test_a_missing_model_folder_is_the_train_stages_only_if_it_is_the_pipelines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    image = str(save_png(tmp_path / "x.png", np.zeros(3072, np.uint8)))
+    status, _, err = predict([image, "--model", "/missing"], capsys)
+    assert status == 1
+    assert err == "error: /missing: no such model folder\n"
+    _, _, err = predict([image], capsys)
+    assert err == (
+        "error: data/model: no such model folder; run `dvc repro train` to write it again\n"
+    )
+
+
+def test_a_damaged_model_folder_named_by_the_user_is_one_line_without_a_stage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = write_model_folder(tmp_path / "mine")
+    (folder / "model.keras").write_bytes(b"not a zip")
+    image = str(save_png(tmp_path / "x.png", np.zeros(3072, np.uint8)))
+    status, out, err = predict([image, "--model", str(folder)], capsys)
+    assert (status, out) == (1, "")
+    assert err.startswith(f"error: {folder / 'model.keras'}: not a model Keras can load")
+    assert err.count("\n") == 1
+    assert "dvc repro" not in err
 
 
 PERCENTS = [(0.4328, "43.3%"), (0.99996, "99.996%"), (0.9996, "99.96%"), (1.0, "100.0%"),
@@ -157,7 +230,7 @@ def test_images_of_undefined_range_are_refused_not_guessed(
 ) -> None:
     path = tmp_path / "odd.tif"
     Image.fromarray(values.reshape(32, 32)).save(path)
-    with pytest.raises(StageError) as caught:
+    with pytest.raises(PipelineError) as caught:
         read_image(path)
     assert str(caught.value) == (
         f"{path}: {kind}, whose brightness range the file does not define; save the image "
@@ -178,53 +251,49 @@ def test_images_of_too_many_pixels_are_refused_undecoded(
 ) -> None:
     path = tmp_path / "huge.png"
     path.write_bytes(png_bytes(side, side, 0, 1, b""))  # a header; the pixels are not there
-    with AllocationPeak() as peak, pytest.raises(StageError, match=message) as caught:
+    with AllocationPeak() as peak, pytest.raises(PipelineError, match=message) as caught:
         read_image(path)
     assert "\n" not in str(caught.value)
     assert peak.bytes < 1 << 20
 
 
-@pytest.fixture
-def model_project(tmp_path: Path) -> Path:
-    """A folder whose data/model is a model folder: the pipeline's default for predict."""
-    write_model_folder(tmp_path / "data" / "model")
-    return tmp_path
+EVALUATE_ARGUMENTS = ["--prepared", "data/prepared", "--model", "data/model",
+                      "--summary", "reports/train/summary.json", "--metrics", "metrics.json",
+                      "--predictions", "predictions.csv",
+                      "--per-class", "per_class.csv"]  # fmt: skip
 
 
-def test_every_image_is_reported_and_any_failure_ends_with_status_1(
-    model_project: Path, tmp_path: Path
+@pytest.mark.integration
+def test_the_model_folder_alone_gives_the_evaluate_stages_answers(
+    trained: Path, tmp_path: Path
 ) -> None:
-    good = save_png(tmp_path / "good.png", np.full(3072, 120, np.uint8))
-    missing, broken = tmp_path / "missing.png", tmp_path / "broken.png"
-    broken.write_bytes(b"not an image")
-    also_good = save_png(tmp_path / "also.png", np.full(3072, 30, np.uint8))
-    images = [good, missing, broken, also_good]
-    result = run_stage("predict", [str(image) for image in images], model_project, check=False)
-    assert result.returncode == 1
-    assert [line.split(":")[0] for line in result.stdout.splitlines()] == [
-        str(good),
-        str(also_good),
+    # The oracle: what the evaluate stage wrote from the prepared data (codes made by the
+    # prepare stage); here the folder's own preprocessing starts from the raw images.
+    folder = tmp_path / "trained"
+    shutil.copytree(trained, folder, symlinks=True)
+    run_stage("evaluate", EVALUATE_ARGUMENTS, folder)
+    written = pd.read_csv(folder / "predictions.csv")
+    classifier = load_classifier(folder / "data" / "model")
+    test_images = read_split(folder / "data" / "prepared", "test").images
+    probabilities = classifier.probabilities(test_images)
+    names = np.asarray(classifier.class_names)
+    assert written["predicted"].tolist() == names[probabilities.argmax(axis=1)].tolist()
+    np.testing.assert_allclose(written["confidence"], probabilities.max(axis=1), atol=1e-6)
+    best = top_classes(classifier, test_images[:3], 2)
+    assert [[name for name, _ in classes] for classes in best] == [
+        names[np.argsort(-row)[:2]].tolist() for row in probabilities[:3]
     ]
-    assert result.stderr.splitlines() == [
-        f"error: {missing}: no such file",
-        f"error: {broken}: not an image Pillow can read (cannot identify image file '{broken}')",
-    ]
 
 
-def test_the_usage_line_names_the_command_to_run(model_project: Path) -> None:
-    result = run_stage("predict", [], model_project, check=False)
-    assert result.returncode == 2
-    assert result.stderr.startswith("usage: python -m stages.predict [-h]")
-
-
-def test_a_missing_model_folder_is_the_train_stages_only_if_it_is_the_pipelines(
-    tmp_path: Path,
-) -> None:
-    image = save_png(tmp_path / "x.png", np.zeros(3072, np.uint8))
-    mine = run_stage("predict", [str(image), "--model", "/missing"], tmp_path, check=False)
-    assert mine.returncode == 1
-    assert mine.stderr == "error: /missing: no such model folder\n"
-    default = run_stage("predict", [str(image)], tmp_path, check=False)
-    assert default.stderr == (
-        "error: data/model: no such model folder; run `dvc repro train` to write it again\n"
-    )
+@pytest.mark.integration
+def test_the_console_script_prints_the_top_classes(trained: Path, tmp_path: Path) -> None:
+    rows = read_split(trained / "data" / "prepared", "test").images[:2]
+    images = [str(save_png(tmp_path / f"{index}.png", row)) for index, row in enumerate(rows)]
+    script = Path(sys.executable).with_name("cifar10-predict")
+    result = run([str(script), *images, "--top", "3"], trained)
+    lines = result.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == images
+    assert all(line.count("%") == 3 for line in lines)
+    missing = run([str(script), str(tmp_path / "missing.png")], trained, check=False)
+    assert missing.returncode == 1
+    assert missing.stderr == f"error: {tmp_path / 'missing.png'}: no such file\n"

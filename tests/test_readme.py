@@ -1,17 +1,16 @@
-"""Every command the README shows, run as it is written, on tiny synthetic archives.
+"""Every command the README and docs/ show, run as it is written, on tiny synthetic archives.
 
-The commands come from README.md's bash blocks. Each is run with bash in a copy of the
-project, after replacing only what has to differ here: paths, host names, and the
-names that DVC makes up for experiments (SUBSTITUTIONS). COVERAGE says which test runs
-which command; a fast test checks that it names every command of the README, and each
-slow test checks that it ran exactly the commands given to it. A command no test can
-run here is in NOT_RUN_HERE, with the reason.
+The commands come from the bash blocks of README.md and docs/*.md. Each is run with bash
+in a copy of the project, after replacing only what has to differ here: paths, host
+names, and the names that DVC makes up for experiments (SUBSTITUTIONS). COVERAGE says
+which test runs which command; a unit test checks that it names every command shown,
+and each end-to-end test checks that it ran exactly the commands given to it. A command
+no test can run here is in NOT_RUN_HERE, with the reason.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import socket
@@ -26,13 +25,14 @@ from threading import Thread
 import numpy as np
 import pytest
 import vl_convert
-from conftest import REPOSITORY, command_environment, run, stages_run, update_params
+from dvc.utils.hydra import apply_overrides
+from helpers import REPOSITORY, command_environment, run, stages_run, update_params
 from PIL import Image
 
-from stages.cifar import file_md5
-from tools.synthetic_archive import make_synthetic_archive
+from cifar10.archive import file_md5
 
 README = REPOSITORY / "README.md"
+DOCUMENTS = (README, *sorted((REPOSITORY / "docs").glob("*.md")))
 
 # The README's two commands for training on two machines, by their first characters.
 PROCESS_1, PROCESS_0 = (
@@ -45,8 +45,7 @@ COVERAGE = {
     "test_setup_and_other_archives": (
         "make repro",
         "make repro ARCHIVE=",
-        "dvc exp run -S data.archive=$(realpath",
-        ".venv/bin/python -m tools.synthetic_archive",
+        "python -m tools.synthetic_archive",
         "dvc exp run -S data.archive=/tmp/cifar-synthetic.tar.gz",
     ),
     "test_everyday_use": (
@@ -73,14 +72,14 @@ COVERAGE = {
         "python -m tools.frontier",
     ),
     "test_using_the_model": (
-        "python -m stages.predict cat.jpg",
-        "python -m stages.predict --model path/to/model",
+        "cifar10-predict cat.jpg",
+        "cifar10-predict --model path/to/model",
         "gto register cifar10-mlp",
         "gto assign cifar10-mlp",
         "git push origin --tags && dvc push",
         "dvc artifacts get <repository> cifar10-mlp --rev",
         "dvc artifacts get <repository> cifar10-mlp --stage",
-        "python -m stages.predict --model model-prod",
+        "cifar10-predict --model model-prod",
     ),
     "test_storage_and_scaling_out": (
         "dvc remote add -d --force local",
@@ -107,8 +106,6 @@ NOT_RUN_HERE = {
 SUBSTITUTIONS = {
     "/tmp/cifar-synthetic.tar.gz": "{tmp}/cifar-synthetic.tar.gz",
     "/tmp/cifar-10-full.tar.gz": "{archive}",
-    "../shared/data/cifar-10-sample.tar.gz": "{sample_relative}",
-    "c4b31b9aebe714946064865bdf8146c0": "{sample_md5}",
     "/path/to/cifar-10-python.tar.gz": "{archive}",
     "<experiment>": "{experiment}",
     "<repository>": "{project}",
@@ -148,8 +145,13 @@ def starts_naming(command: str) -> list[tuple[str, str]]:
     return [(test, start) for test, start in matching if len(start) == longest]
 
 
-def test_every_readme_command_is_run_by_one_test() -> None:
-    commands = readme_commands(README.read_text())
+def shown_commands() -> list[str]:
+    """The commands of README.md and docs/*.md, each once."""
+    return readme_commands("\n".join(document.read_text() for document in DOCUMENTS))
+
+
+def test_every_command_shown_is_run_by_one_test() -> None:
+    commands = shown_commands()
     assert len(commands) > 40
     unrun = [command for command in commands if len(starts_naming(command)) != 1]
     assert unrun == [], "each README command needs exactly one entry in COVERAGE or NOT_RUN_HERE"
@@ -181,7 +183,7 @@ class Shell:
         self.test = test
         self.project = project
         self.values = values
-        self.commands = readme_commands(README.read_text())
+        self.commands = shown_commands()
         self.ran: set[str] = set()
 
     def text(self, start: str) -> str:
@@ -250,18 +252,8 @@ def with_tools(project: Path) -> Path:
 
 
 def values_for(project: Path, tmp_path: Path, archive: Path, **more: str) -> dict[str, str]:
-    """What SUBSTITUTIONS puts in: this test's paths, and a second archive as "the sample"."""
-    sample = tmp_path / "cifar-10-sample.tar.gz"
-    if not sample.exists():
-        make_synthetic_archive(sample, images_per_batch=40, seed=1)
-    return {
-        "tmp": str(tmp_path),
-        "project": str(project),
-        "archive": str(archive),
-        "sample_relative": os.path.relpath(sample, project),
-        "sample_md5": file_md5(sample),
-        **more,
-    }
+    """What SUBSTITUTIONS puts in: this test's paths."""
+    return {"tmp": str(tmp_path), "project": str(project), "archive": str(archive), **more}
 
 
 @pytest.fixture
@@ -282,7 +274,7 @@ def served_archive(tiny_archive: Path) -> Iterator[str]:
     thread.join()
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_setup_and_other_archives(
     make_project: Callable[..., Path], tmp_path: Path, tiny_archive: Path, served_archive: str
 ) -> None:
@@ -304,9 +296,7 @@ def test_setup_and_other_archives(
     assert f"from {tiny_archive}: md5 {md5}" in offline.stdout
     assert (project / "params.yaml").read_bytes() == params
 
-    sample = shell.run("dvc exp run -S data.archive=$(realpath")
-    assert "kept model (epoch" in sample.stdout
-    shell.run(".venv/bin/python -m tools.synthetic_archive")
+    shell.run("python -m tools.synthetic_archive")
     synthetic = shell.run("dvc exp run -S data.archive=/tmp/cifar-synthetic.tar.gz")
     assert "data.md5 is null, so the archive's own checks passed" in synthetic.stdout
     assert "prepared train 2000, validation 500, test 500 images" in synthetic.stdout
@@ -377,7 +367,7 @@ def summarize_the_sweep(shell: Shell, project: Path) -> None:
     assert [row.split("\t")[:2] for row in rows[1:]] == [["40", "4"]]
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_everyday_use(
     make_project: Callable[..., Path], tmp_path: Path, tiny_archive: Path
 ) -> None:
@@ -435,7 +425,7 @@ def write_images(folder: Path, names: list[str]) -> None:
         Image.fromarray(pixels).save(folder / name)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_using_the_model(reproduced: Path, tmp_path: Path, tiny_archive: Path) -> None:
     project = with_tools(reproduced)  # committed: the model is in dvc.lock
     origin = tmp_path / "origin.git"
@@ -444,9 +434,9 @@ def test_using_the_model(reproduced: Path, tmp_path: Path, tiny_archive: Path) -
     write_images(project, ["cat.jpg", "ship.jpg", "horse.jpg", "a.png", "b.png"])
     shell = Shell("test_using_the_model", project, values_for(project, tmp_path, tiny_archive))
 
-    three = shell.run("python -m stages.predict cat.jpg").stdout.splitlines()
+    three = shell.run("cifar10-predict cat.jpg").stdout.splitlines()
     assert [line.split(":")[0] for line in three] == ["cat.jpg", "ship.jpg", "horse.jpg"]
-    top_five = shell.run("python -m stages.predict --model path/to/model").stdout.splitlines()
+    top_five = shell.run("cifar10-predict --model path/to/model").stdout.splitlines()
     assert [line.count("%") for line in top_five] == [5, 5]
 
     shell.run("gto register cifar10-mlp")
@@ -459,12 +449,12 @@ def test_using_the_model(reproduced: Path, tmp_path: Path, tiny_archive: Path) -
         assert sorted(path.name for path in (project / fetched).iterdir()) == sorted(
             path.name for path in (project / "data" / "model").iterdir()
         )
-    from_the_registry = shell.run("python -m stages.predict --model model-prod").stdout
+    from_the_registry = shell.run("cifar10-predict --model model-prod").stdout
     assert from_the_registry == three[0] + "\n"
     shell.check_all_ran()
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_storage_and_scaling_out(reproduced: Path, tmp_path: Path, tiny_archive: Path) -> None:
     project = with_tools(reproduced)
     ports = []
@@ -517,7 +507,7 @@ def test_storage_and_scaling_out(reproduced: Path, tmp_path: Path, tiny_archive:
     shell.check_all_ran()
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_the_benchmark(
     make_project: Callable[..., Path], tmp_path: Path, tiny_archive: Path
 ) -> None:
@@ -528,22 +518,18 @@ def test_the_benchmark(
     shell.check_all_ran()
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_the_fast_tests_pass_after_a_users_baseline(tmp_path: Path) -> None:
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(REPOSITORY), str(clone)], tmp_path)
     (clone / ".venv").symlink_to(REPOSITORY / ".venv")
     # What a user does, then commits as a baseline: another archive, other training
-    # params (edited in place, as `dvc exp apply` does), a remote of their own.
-    params = clone / "params.yaml"
-    text = params.read_text()
-    for old, new in (("  archive: null", f"  archive: {tmp_path / 'theirs.tar.gz'}"),
-                     ("  md5: c58f30108f718f92721af3b95e74349a", "  md5: null"),
-                     ("  scaling: zca", "  scaling: unit"), ("  epochs: 20", "  epochs: 30"),
-                     ("  batch_size: 500", "  batch_size: 256")):  # fmt: skip
-        assert old in text
-        text = text.replace(old, new)
-    params.write_text(text)
+    # params, written into params.yaml as `dvc exp run -S` writes them, and a remote of
+    # their own.
+    overrides = [f"data.archive={tmp_path / 'theirs.tar.gz'}", "data.md5=null",
+                 "prepare.scaling=unit", "train.epochs=30", "train.batch_size=256",
+                 "train.hidden_units=[256,32]"]  # fmt: skip
+    apply_overrides(clone / "params.yaml", overrides)
     run(["dvc", "remote", "add", "-d", "--force", "theirs", str(tmp_path / "their-remote")], clone)
     run(["git", "commit", "-qam", "Baseline: their params"], clone)
     shell = Shell("test_the_fast_tests_pass_after_a_users_baseline", clone, {})

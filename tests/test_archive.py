@@ -1,7 +1,8 @@
 """Reading CIFAR-10 archives: the format, its validation, refusing unsafe input in bounded memory.
 
-Every fault gives one ArchiveError line; the hostile inputs of issue 23 are measured in
-a child process (its peak resident memory, its address space capped at 1 GiB).
+Every fault gives one ArchiveError line. The plain format checks are unit tests; the
+hostile inputs of issue 23 measured in a child process (its peak resident memory, its
+address space capped at 1 GiB) and the property tests (hypothesis) are integration tests.
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import AllocationPeak, peak_memory_mib
+from helpers import AllocationPeak, peak_memory_mib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from stages.cifar import (
+from cifar10.archive import (
     CLASS_NAMES,
     FOLDER,
     MAX_ARCHIVE_BYTES,
@@ -43,7 +44,7 @@ from stages.cifar import (
     planar_to_interleaved,
     restricted_loads,
 )
-from stages.cli import StageError
+from cifar10.errors import PipelineError
 from tools.synthetic_archive import make_synthetic_archive, synthetic_members, write_archive
 
 # What a child process that reads an archive may use at its peak: the interpreter,
@@ -83,7 +84,7 @@ def measure_load(path: Path) -> tuple[str, float]:
     """Load ``path`` in a child process: what it printed (the error, if any) and its peak."""
     return peak_memory_mib(f"""
 from pathlib import Path
-from stages.cifar import ArchiveError, load_cifar_archive
+from cifar10.archive import ArchiveError, load_cifar_archive
 try:
     load_cifar_archive(Path({str(path)!r}))
 except ArchiveError as error:
@@ -158,6 +159,7 @@ def nested_hex_pickle(depth: int) -> bytes:
     )
 
 
+@pytest.mark.integration
 def test_nested_hex_codecs_pickle_is_refused_in_bounded_memory(tmp_path: Path) -> None:
     # 30 calls would make 2^30 bytes and, with the copies on the way, gigabytes.
     bomb = nested_hex_pickle(30)
@@ -171,6 +173,7 @@ def test_nested_hex_codecs_pickle_is_refused_in_bounded_memory(tmp_path: Path) -
     assert peak < CHILD_PEAK_MIB, peak
 
 
+@pytest.mark.integration
 def test_a_memo_index_beyond_the_format_is_refused_before_allocating(tmp_path: Path) -> None:
     # An 11-byte pickle: an empty list stored at memo index 2^26, for which the C
     # unpickler would allocate (and zero) a 1 GiB memo.
@@ -223,6 +226,7 @@ def test_pickles_beyond_the_format_are_refused_before_allocating(
     assert peak.bytes < 2 * len(pickled) + (1 << 20)
 
 
+@pytest.mark.integration
 @settings(max_examples=60, deadline=None)
 @given(
     array=arrays(
@@ -337,6 +341,7 @@ def test_a_url_given_as_the_name_is_shown_as_it_is(tmp_path: Path) -> None:
         load_cifar_archive(tmp_path / "absent", name="http://127.0.0.1:8/x.tar.gz")
 
 
+@pytest.mark.integration
 def test_devices_and_pipes_are_not_archives(tmp_path: Path) -> None:
     # In a child: read as files, /dev/zero would never end, nor would a pipe nobody writes.
     pipe = tmp_path / "pipe"
@@ -347,6 +352,7 @@ def test_devices_and_pipes_are_not_archives(tmp_path: Path) -> None:
         assert peak < CHILD_PEAK_MIB, peak
 
 
+@pytest.mark.integration
 def test_a_file_larger_than_an_archive_can_be_is_refused_unread(tmp_path: Path) -> None:
     # Sparse files: the size a hostile file could have, without the disk space.
     zeros, garbage = tmp_path / "zeros.tar.gz", tmp_path / "garbage.tar.gz"
@@ -362,6 +368,7 @@ def test_a_file_larger_than_an_archive_can_be_is_refused_unread(tmp_path: Path) 
         assert peak < CHILD_PEAK_MIB, peak
 
 
+@pytest.mark.integration
 def test_zeros_after_the_gzip_stream_are_read_in_bounded_memory(
     tmp_path: Path, tiny_archive: Path
 ) -> None:
@@ -461,6 +468,7 @@ def test_a_member_larger_than_a_batch_is_refused_before_it_is_read(tmp_path: Pat
         load_cifar_archive(big)
 
 
+@pytest.mark.integration
 def test_an_archive_that_inflates_too_far_is_refused_in_bounded_memory(tmp_path: Path) -> None:
     bomb = tmp_path / "bomb.tar.gz"
     with gzip.open(bomb, "wb", compresslevel=1) as file:
@@ -473,6 +481,7 @@ def test_an_archive_that_inflates_too_far_is_refused_in_bounded_memory(tmp_path:
     assert peak < CHILD_PEAK_MIB, peak
 
 
+@pytest.mark.integration
 def test_an_unused_member_is_skipped_in_bounded_memory(tmp_path: Path) -> None:
     path = tmp_path / "filler.tar.gz"
     filler = tarfile.TarInfo(f"{FOLDER}/readme.html")
@@ -655,7 +664,7 @@ def check_exact_or_refused(data: bytes, expected: Callable[[], Arrays]) -> None:
         with AllocationPeak() as peak:
             try:
                 archive = load_cifar_archive(path)
-            except StageError as error:
+            except PipelineError as error:
                 archive, message = None, str(error)
     assert "\n" not in message
     assert peak.bytes < TRACED_PEAK_BYTES
@@ -732,6 +741,7 @@ def edited(source: str, changes: Sequence[Edit]) -> bytes:
     return bytes(data)
 
 
+@pytest.mark.integration
 @settings(max_examples=150, deadline=None)
 @given(changes=edits("archive"))
 def test_any_compressed_bytes_give_the_archive_itself_or_one_error(changes: list[Edit]) -> None:
@@ -739,12 +749,14 @@ def test_any_compressed_bytes_give_the_archive_itself_or_one_error(changes: list
     check_exact_or_refused(edited("archive", changes), lambda: reference_read(SMALL_ARCHIVE))
 
 
+@pytest.mark.integration
 @settings(max_examples=50, deadline=None)
 @given(data=st.binary(max_size=256))
 def test_arbitrary_bytes_are_one_error(data: bytes) -> None:
     check_exact_or_refused(data, lambda: reference_read(SMALL_ARCHIVE))
 
 
+@pytest.mark.integration
 @settings(max_examples=150, deadline=None)
 @given(changes=edits("tar"))
 def test_any_tar_gives_what_it_holds_or_one_error(changes: list[Edit]) -> None:
@@ -752,6 +764,7 @@ def test_any_tar_gives_what_it_holds_or_one_error(changes: list[Edit]) -> None:
     check_exact_or_refused(compressed, lambda: reference_read(compressed))
 
 
+@pytest.mark.integration
 @settings(max_examples=200, deadline=None)
 @given(
     changed=st.sampled_from([TRAIN_BATCHES[0], TEST_BATCH, META_FILE]).flatmap(
@@ -762,3 +775,15 @@ def test_any_pickle_gives_what_it_holds_or_one_error(changed: tuple[str, list[Ed
     name, changes = changed
     compressed = tar_gz(entries_of({**SMALL_MEMBERS, name: edited(name, changes)}))
     check_exact_or_refused(compressed, lambda: reference_read(compressed))
+
+
+def test_a_file_larger_than_an_archive_can_be_is_refused_by_its_size(tmp_path: Path) -> None:
+    # In-process: the size is refused before a byte is read (the child-process test above
+    # measures the memory of that too).
+    garbage = tmp_path / "garbage.tar.gz"
+    garbage.write_bytes(b"garbage")
+    os.truncate(garbage, MAX_FILE_BYTES + 1)  # sparse: no disk taken
+    with pytest.raises(
+        ArchiveError, match=rf"^{garbage}: {MAX_FILE_BYTES + 1:,} bytes, more than the 256 MiB"
+    ):
+        load_cifar_archive(garbage)

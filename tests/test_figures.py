@@ -1,0 +1,201 @@
+"""The figures: every one renders from small inputs, with readable labels; the plots stage."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import REPOSITORY, params_with, run_stage, write_params
+from PIL import Image
+
+from cifar10.archive import CLASS_NAMES, FEATURES, Split
+from cifar10.command import run as run_command
+from cifar10.figures import (
+    confusion_counts,
+    labelled_images,
+    mosaic,
+    render_figures,
+    samples_by_class,
+)
+from cifar10.params import PlotsParams
+from cifar10.prepared import write_prepared
+from cifar10.preprocessing import fit_preprocessing
+from cifar10.reports import write_history, write_metrics, write_predictions
+from stages.plots import run_summary
+
+FIGURES = {"samples.png", "training_loss.png", "loss.png", "accuracy.png",
+           "test_predictions.png", "confusion_matrix.png", "confident_errors.png"}  # fmt: skip
+HISTORY = {"loss": [2.0, 1.5], "accuracy": [0.2, 0.4], "val_loss": [2.1, 1.7],
+           "val_accuracy": [0.2, 0.3]}  # fmt: skip
+
+
+@pytest.fixture
+def split() -> Split:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(30, FEATURES), dtype=np.uint8)
+    return Split(images, (np.arange(30) % 10).astype(np.uint8))
+
+
+@pytest.fixture
+def predictions(split: Split) -> pd.DataFrame:
+    names = np.asarray(CLASS_NAMES)
+    predicted = split.labels.copy()
+    predicted[::4] = (predicted[::4] + 1) % 10
+    return pd.DataFrame(
+        {
+            "actual": names[split.labels],
+            "predicted": names[predicted],
+            "confidence": np.linspace(0.2, 0.9, 30),
+        }
+    )
+
+
+def test_the_sample_grid_has_a_named_row_per_class(split: Split) -> None:
+    figure = samples_by_class(split.images, split.labels, CLASS_NAMES, per_class=4)
+    (axis,) = figure.axes
+    assert [label.get_text() for label in axis.get_yticklabels()] == list(CLASS_NAMES)
+    picture = axis.images[0].get_array()
+    # Three images per class exist: the fourth column of each row stays white.
+    first_row = picture[:32]
+    np.testing.assert_array_equal(first_row[:, :32].reshape(-1), split.images[0])
+    assert (first_row[:, 3 * 36 :] == 255).all()
+
+
+def test_the_mosaic_places_images_row_by_row_with_gaps(split: Split) -> None:
+    picture = mosaic(split.images[:6], rows=2, columns=3)
+    assert picture.shape == (2 * 32 + 4, 3 * 32 + 2 * 4, 3)
+    second_row_first = picture[36:68, 0:32].reshape(-1)
+    np.testing.assert_array_equal(second_row_first, split.images[3])
+    assert (picture[32:36] == 255).all()
+
+
+def test_prediction_captions_mark_right_and_wrong_beyond_colour(
+    split: Split, predictions: pd.DataFrame
+) -> None:
+    figure = labelled_images(split.images, predictions.head(10), "first ten")
+    (axis,) = figure.axes
+    captions = axis.texts
+    assert len(captions) == 10  # a 2 x 5 grid
+    assert captions[0].get_text() == f"GT: {CLASS_NAMES[0]}\n\u2717 P: {CLASS_NAMES[1]}"
+    assert captions[0].get_color() == "tab:red"  # wrong prediction
+    assert captions[1].get_text() == f"GT: {CLASS_NAMES[1]}\n\u2713 P: {CLASS_NAMES[1]}"
+    assert captions[1].get_color() == "tab:green"
+
+
+def test_confusion_counts_have_true_rows_and_every_class(predictions: pd.DataFrame) -> None:
+    counts = confusion_counts(predictions, CLASS_NAMES)
+    assert list(counts.index) == list(counts.columns) == list(CLASS_NAMES)
+    # Rows true, columns predicted: every fourth image was taken for the next class.
+    assert (
+        counts.loc["airplane", "automobile"]
+        == (predictions["actual"] == "airplane").iloc[::4].sum()
+    )
+    assert counts.to_numpy().sum() == len(predictions)
+    assert np.trace(counts.to_numpy()) == (predictions["actual"] == predictions["predicted"]).sum()
+
+
+def test_every_figure_renders(split: Split, predictions: pd.DataFrame) -> None:
+    params = PlotsParams(samples_per_class=2, n_predictions=10, n_confident_errors=3, dpi=50)
+    figures = render_figures(
+        split, split, predictions=predictions, history=HISTORY, best_epoch=2,
+        class_names=CLASS_NAMES, params=params,
+    )  # fmt: skip
+    assert set(figures) == FIGURES
+    loss_axis = figures["loss.png"].axes[0]
+    assert loss_axis.get_xlabel() == "Epoch"
+    assert [text.get_text() for text in loss_axis.get_legend().get_texts()][:2] == [
+        "Training loss", "Validation loss",
+    ]  # fmt: skip
+    wrong = predictions[predictions["actual"] != predictions["predicted"]]
+    most_confident = f"({wrong['confidence'].max():.0%})"
+    assert figures["confident_errors.png"].axes[0].texts[0].get_text().endswith(most_confident)
+    low, high = loss_axis.get_xlim()
+    assert [tick for tick in loss_axis.get_xticks() if low <= tick <= high] == [1, 2]
+
+
+def test_the_run_ends_with_the_kept_models_figures_and_where_to_look() -> None:
+    metrics = {"test": {"accuracy": 0.58124}, "validation": {"accuracy": 0.59006, "epoch": 27}}
+    summary = run_summary(metrics, Path("reports/figures"), 7)
+    figures = re.search(r"wrote (\d+) figures to (\S+)", summary)
+    assert figures is not None
+    assert figures.groups() == ("7", "reports/figures")
+    kept = re.search(
+        r"epoch (\d+)\D+validation accuracy ([\d.]+)\D+test accuracy ([\d.]+)", summary
+    )
+    assert kept is not None
+    assert (int(kept[1]), float(kept[2]), float(kept[3])) == (27, 0.5901, 0.5812)
+    # The README section it points to exists.
+    pointer = re.search(r"\(README\.md, ([^)]+)\)", summary)
+    assert pointer is not None
+    assert f"\n## {pointer[1]}\n" in (REPOSITORY / "README.md").read_text()
+
+
+PLOTS_ARGUMENTS = ["--prepared", "prepared", "--history", "history.json",
+                   "--predictions", "predictions.csv", "--metrics", "metrics.json"]  # fmt: skip
+
+
+@pytest.fixture
+def plots_inputs(tmp_path: Path, split: Split, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The working folder: params, prepared data and the reports the plots stage reads."""
+    write_params(tmp_path, {"plots": {"dpi": 40}})
+    splits = {"train": split, "validation": split, "test": split}
+    unit = fit_preprocessing(split.images, params_with({"prepare": {"scaling": "unit"}}).prepare)
+    write_prepared(tmp_path / "prepared", splits, unit)
+    write_history(tmp_path / "history.json", HISTORY)
+    write_metrics(tmp_path / "metrics.json", 0.3, 2, {"accuracy": 0.25})
+    probabilities = np.eye(10)[(split.labels + split.labels % 2) % 10] * 0.5 + 0.05
+    write_predictions(tmp_path / "predictions.csv", split.labels, probabilities)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message", "stage"),
+    [
+        ("predictions.csv", "index,actual\n0,cat\n", "columns ['index', 'actual']", "evaluate"),
+        ("history.json", '{"loss": [1.0]}', "must be lists of numbers", "train"),
+        ("metrics.json", '{"test": {}}', "not evaluate's metrics", "evaluate"),
+    ],
+)
+def test_a_malformed_input_is_one_line_naming_it_and_no_figure_is_written(
+    plots_inputs: Path,
+    capsys: pytest.CaptureFixture[str],
+    *,
+    name: str,
+    content: str,
+    message: str,
+    stage: str,
+) -> None:
+    (plots_inputs / name).write_text(content)
+    capsys.readouterr()
+    arguments = [*PLOTS_ARGUMENTS, "--output", "figures"]
+    status = run_command("stages.plots", arguments, environ=dict(os.environ))
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err.startswith(f"error: {name}: ")
+    assert message in err
+    assert err.endswith(f"; run `dvc repro {stage}` to write it again\n")
+    assert err.count("\n") == 1
+    assert not (plots_inputs / "figures").exists()
+
+
+@pytest.mark.integration
+def test_the_stage_writes_every_figure_the_same_way_each_run(plots_inputs: Path) -> None:
+    outputs = {}
+    for name in ("first", "second"):
+        result = run_stage("plots", [*PLOTS_ARGUMENTS, "--output", name], plots_inputs)
+        assert result.stdout.startswith(f"wrote 7 figures to {name}\n")
+        assert "kept model (epoch 2): validation accuracy 0.3000, test accuracy 0.2500" in (
+            result.stdout
+        )
+        outputs[name] = {path.name: path.read_bytes() for path in (plots_inputs / name).iterdir()}
+    assert set(outputs["first"]) == FIGURES
+    assert outputs["first"] == outputs["second"]  # no date in the PNGs
+    for path in (plots_inputs / "first").iterdir():
+        with Image.open(path) as image:
+            assert image.format == "PNG"
+            assert min(image.size) > 100, path.name

@@ -1,0 +1,281 @@
+"""The prepared-data folder: the split of dev, its checks, the layout written and read, the report.
+
+The prepare stage run as a command (its outputs, its one-line errors) is integration-tier.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import params_with, run_stage, write_params
+
+from cifar10.archive import (
+    CLASS_NAMES,
+    FEATURES,
+    TEST_BATCH,
+    TRAIN_BATCHES,
+    Split,
+    load_cifar_archive,
+)
+from cifar10.errors import InputError, PipelineError
+from cifar10.prepared import (
+    check_splittable,
+    data_report,
+    read_model_inputs,
+    read_preprocessing,
+    read_split,
+    split_dev,
+    write_prepared,
+)
+from cifar10.preprocessing import fit_preprocessing
+from tools.synthetic_archive import synthetic_members, write_archive
+
+
+def test_split_is_stratified_seeded_and_disjoint(tiny_archive: Path) -> None:
+    dev = load_cifar_archive(tiny_archive).dev
+    train, validation = split_dev(dev, val_fraction=0.2, seed=42)
+    assert (len(train.labels), len(validation.labels)) == (160, 40)
+    assert np.bincount(validation.labels).tolist() == [4] * 10
+    again_train, _ = split_dev(dev, val_fraction=0.2, seed=42)
+    np.testing.assert_array_equal(train.images, again_train.images)
+    other_train, _ = split_dev(dev, val_fraction=0.2, seed=7)
+    assert not np.array_equal(train.labels, other_train.labels)
+    # Every dev image lands in exactly one split, with its own label.
+    rows = {(row.tobytes(), label) for row, label in zip(dev.images, dev.labels, strict=True)}
+    both = np.concatenate([train.images, validation.images])
+    labels = np.concatenate([train.labels, validation.labels])
+    assert rows == {(row.tobytes(), label) for row, label in zip(both, labels, strict=True)}
+    assert len(rows) == len(dev.labels)
+
+
+def test_split_validates_its_arrays() -> None:
+    with pytest.raises(ValueError, match="uint8"):
+        Split(np.zeros((2, FEATURES), np.float32), np.zeros(2, np.uint8))
+    with pytest.raises(ValueError, match="labels of shape"):
+        Split(np.zeros((2, FEATURES), np.uint8), np.zeros(3, np.uint8))
+
+
+def test_a_class_with_one_image_cannot_be_split_and_is_named() -> None:
+    labels = np.repeat(np.arange(10), 5)
+    labels[labels == 3] = 4
+    labels[0] = 3  # one cat
+    with pytest.raises(PipelineError) as caught:
+        check_splittable(labels, 0.2, "archive.tar.gz")
+    assert str(caught.value).startswith(
+        "archive.tar.gz: 1 development image of class 'cat'; a stratified split"
+    )
+
+
+def test_a_validation_share_too_small_for_every_class_is_refused() -> None:
+    # scikit-learn's own error for this is a traceback-worthy ValueError.
+    with pytest.raises(PipelineError) as caught:
+        check_splittable(np.arange(200) % 10, 0.001, "archive.tar.gz")
+    assert str(caught.value) == (
+        "prepare.val_fraction = 0.001: 1 of the 200 development images for validation, but a "
+        "stratified split of 10 classes needs 10 to 190"
+    )
+
+
+@pytest.mark.parametrize("val_fraction", [0.05, 0.5])
+def test_the_smallest_and_largest_shares_that_pass_split_every_class(val_fraction: float) -> None:
+    labels = (np.arange(200) % 10).astype(np.uint8)
+    check_splittable(labels, val_fraction, "archive.tar.gz")
+    images = np.arange(200 * FEATURES, dtype=np.uint32).reshape(200, FEATURES).astype(np.uint8)
+    train, validation = split_dev(Split(images, labels), val_fraction, seed=0)
+    assert set(validation.labels) == set(train.labels) == set(range(10))
+
+
+def test_the_folder_holds_the_splits_and_the_model_reads_zca_codes(
+    prepared: Path, tiny_archive: Path
+) -> None:
+    archive = load_cifar_archive(tiny_archive)
+    train = read_split(prepared, "train")
+    assert train.images.dtype == np.uint8
+    assert train.images.shape == (160, FEATURES)
+    test = read_split(prepared, "test")
+    np.testing.assert_array_equal(test.images, archive.test.images)
+    np.testing.assert_array_equal(test.labels, archive.test.labels)
+    # With ZCA the model reads the whitened images' uint8 codes, computed from the images.
+    preprocessing = read_preprocessing(prepared)
+    assert preprocessing.scaling == "zca"
+    assert preprocessing.whitening is not None
+    for split in ("train", "validation", "test"):
+        images, inputs = (
+            read_split(prepared, split),
+            read_model_inputs(prepared, split, preprocessing),
+        )
+        assert inputs.images.dtype == np.uint8
+        np.testing.assert_array_equal(inputs.images, preprocessing.model_inputs(images.images))
+        np.testing.assert_array_equal(inputs.labels, images.labels)
+    assert not np.array_equal(
+        read_model_inputs(prepared, "train", preprocessing).images, train.images
+    )
+
+
+def test_without_whitening_the_model_reads_the_images(tmp_path: Path, tiny_archive: Path) -> None:
+    params = params_with({"prepare": {"scaling": "per_pixel"}}).prepare
+    archive = load_cifar_archive(tiny_archive)
+    train, validation = split_dev(archive.dev, params.val_fraction, params.seed)
+    folder = tmp_path / "prepared"
+    splits = {"train": train, "validation": validation, "test": archive.test}
+    write_prepared(folder, splits, fit_preprocessing(train.images, params))
+    preprocessing = read_preprocessing(folder)
+    assert preprocessing.scaling == "per_pixel"
+    assert preprocessing.whitening is None
+    assert sorted(path.name for path in folder.iterdir()) == sorted(
+        [f"{split}_{kind}.npy" for split in splits for kind in ("images", "labels")]
+        + ["preprocessing.json", "preprocessing.npz"]
+    )
+    inputs = read_model_inputs(folder, "validation", preprocessing)
+    np.testing.assert_array_equal(inputs.images, validation.images)
+    np.testing.assert_array_equal(inputs.labels, validation.labels)
+    assert preprocessing.scale.min() > 1  # pixel values' spread, not 1 / 255's
+
+
+def test_a_missing_or_wrong_split_file_names_it_and_the_stage(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"train_images\.npy: missing; run `dvc repro prepare`"):
+        read_split(tmp_path, "train")
+    np.save(tmp_path / "train_images.npy", np.zeros((3, FEATURES), np.uint8))
+    np.save(tmp_path / "train_labels.npy", np.zeros(2, np.uint8))
+    with pytest.raises(
+        InputError, match=r"train_images\.npy: not a prepared split \(3 images but labels"
+    ):
+        read_split(tmp_path, "train")
+
+
+def test_the_data_report_gives_the_assignments_shapes_and_the_class_counts(
+    tiny_archive: Path,
+) -> None:
+    params = params_with({"prepare": {"scaling": "per_channel", "val_fraction": 0.2}}).prepare
+    archive = load_cifar_archive(tiny_archive)
+    train, validation = split_dev(archive.dev, params.val_fraction, params.seed)
+    splits = {"train": train, "validation": validation, "test": archive.test}
+    preprocessing = fit_preprocessing(train.images, params)
+    report = data_report(archive, splits, preprocessing, params.val_fraction)
+    assert report["scaling"] == "per_channel"
+    assert report["val_fraction"] == 0.2
+    assert report["class_names"] == list(CLASS_NAMES)
+    assert report["shapes"] == {
+        "x_dev": "(200, 32, 32, 3)",
+        "y_dev": "(200, 1)",
+        "x_test": "(40, 32, 32, 3)",
+        "y_test": "(40, 1)",
+        "x_dev_flat": "(200, 3072)",
+        "x_test_flat": "(40, 3072)",
+        "x_train": "(160, 3072)",
+        "y_train": "(160, 1)",
+        "x_val": "(40, 3072)",
+        "y_val": "(40, 1)",
+    }
+    for name, split in splits.items():
+        counts = np.bincount(split.labels, minlength=10).tolist()
+        assert list(report["class_counts"][name].values()) == counts
+    assert report["class_counts"]["validation"]["truck"] == 4
+    json.dumps(report)  # as the stage writes it
+
+
+def test_the_data_report_describes_the_zca_fitted(prepared: Path, tiny_archive: Path) -> None:
+    archive = load_cifar_archive(tiny_archive)
+    preprocessing = read_preprocessing(prepared)
+    splits = {split: read_split(prepared, split) for split in ("train", "validation", "test")}
+    report = data_report(archive, splits, preprocessing, 0.2)
+    assert report["zca"] == {
+        "epsilon": preprocessing.whitening.epsilon,
+        "leading_components": len(preprocessing.whitening.gains),
+        "whitened_std": preprocessing.whitening.std,
+    }
+
+
+def run_prepare(workdir: Path, archive: Path) -> object:
+    return run_stage(
+        "prepare",
+        ["--archive", str(archive), "--output", "data/prepared", "--report", "reports/data.json"],
+        workdir,
+        check=False,
+    )
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return write_params(tmp_path)
+
+
+@pytest.mark.integration
+def test_the_stage_writes_the_folder_and_the_report(prepared_by_stage: Path) -> None:
+    preprocessing = read_preprocessing(prepared_by_stage)
+    assert preprocessing.scaling == "zca"
+    assert read_split(prepared_by_stage, "train").images.shape == (160, FEATURES)
+    assert read_model_inputs(prepared_by_stage, "test", preprocessing).images.shape == (
+        40,
+        FEATURES,
+    )
+    report = json.loads((prepared_by_stage.parent.parent / "reports" / "data.json").read_text())
+    assert report["shapes"]["x_dev"] == "(200, 32, 32, 3)"
+    assert report["shapes"]["y_val"] == "(40, 1)"
+    assert report["zca"]["epsilon"] == preprocessing.whitening.epsilon
+    assert [path.name for path in prepared_by_stage.parent.parent.rglob(".*tmp*")] == []
+
+
+@pytest.mark.integration
+def test_the_stage_prints_what_it_prepared(tmp_path: Path, tiny_archive: Path) -> None:
+    write_params(tmp_path, {"prepare": {"scaling": "unit"}})
+    result = run_prepare(tmp_path, tiny_archive)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        "prepared train 160, validation 40, test 40 images (unit scaling) into data/prepared\n"
+    )
+    assert not list((tmp_path / "data" / "prepared").glob("*_codes.npy"))
+
+
+@pytest.mark.integration
+def test_the_stage_rejects_a_bad_archive_in_one_line_and_writes_nothing(workdir: Path) -> None:
+    corrupt = workdir / "corrupt.tar.gz"
+    corrupt.write_bytes(b"\x1f\x8b" + b"garbage" * 50)
+    result = run_prepare(workdir, corrupt)
+    assert result.returncode == 1
+    # What it was doing, then one line for the fault.
+    assert result.stderr.splitlines() == [
+        f"stages.prepare: reading {corrupt}",
+        f"error: {corrupt}: corrupt or truncated gzip data (Unknown compression method)",
+    ]
+    assert not (workdir / "data").exists()
+    assert not (workdir / "reports").exists()
+
+
+@pytest.mark.integration
+def test_the_stage_rejects_bad_params_before_reading_the_archive(workdir: Path) -> None:
+    params = workdir / "params.yaml"
+    params.write_text(params.read_text().replace("val_fraction: 0.2", "val_fraction: 1.5"))
+    result = run_prepare(workdir, workdir / "does-not-exist.tar.gz")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: params.yaml: prepare.val_fraction = 1.5: ")
+    assert len(result.stderr.splitlines()) == 1
+    assert not (workdir / "data").exists()
+
+
+@pytest.mark.integration
+def test_identical_images_are_refused_for_zca_on_the_command_line(tmp_path: Path) -> None:
+    workdir = write_params(tmp_path, {"prepare": {"scaling": "zca"}})
+    members = synthetic_members(20)
+    for name in (*TRAIN_BATCHES, TEST_BATCH):
+        batch = pickle.loads(members[name], encoding="bytes")
+        batch[b"data"] = np.zeros_like(batch[b"data"])
+        members[name] = pickle.dumps(batch, protocol=2)
+    zeros = workdir / "zeros.tar.gz"
+    write_archive(zeros, members)
+    result = run_prepare(workdir, zeros)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        (
+            "error: prepare.scaling = 'zca': the train split's images are all the same, so "
+            "there is nothing to whiten; check the archive"
+        )
+    ]
+    assert result.stderr.splitlines()[-1] == errors[0]
+    assert not (workdir / "data").exists()
+    assert not (workdir / "reports").exists()

@@ -2,7 +2,7 @@
 
 A 2-layer network with sigmoid on both layers and the MSE loss L = 1/(2N) * sum((Y - Y_T)^2).
 The numpy backward pass is compared with the assignment's printed values (only for the
-assignment's own configuration), with central finite differences and with TensorFlow's
+assignment's own configuration), with central finite differences and with JAX's
 autodiff; a few hundred steps of gradient descent show the gradients are useful. Every
 comparison must stay within its tolerance in params.yaml, or the stage writes nothing.
 """
@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 if TYPE_CHECKING:
@@ -195,27 +197,22 @@ def finite_difference_gradients(
 def autodiff_gradients(
     X: np.ndarray, Y_true: np.ndarray, weights: Parameters
 ) -> tuple[Parameters, float]:
-    """TensorFlow's GradientTape gradients and loss, in float64, on the same weights and data.
-
-    TensorFlow is imported here only, so the rest of this module needs numpy alone.
-    """
+    """JAX's gradients and loss (``jax.value_and_grad``), in float64, of the same inputs."""
     _check_data(X, Y_true, weights)
-    import tensorflow as tf  # noqa: PLC0415 (lazy: heavy, and only this check needs it)
 
-    variables = {
-        name: tf.Variable(value, dtype=tf.float64) for name, value in weights.as_arrays().items()
-    }
-    X_t = tf.constant(X, dtype=tf.float64)
-    Y_t = tf.constant(Y_true, dtype=tf.float64)
-    with tf.GradientTape() as tape:
-        H = tf.sigmoid(tf.matmul(X_t, variables["W1"], transpose_b=True) + variables["b1"])
-        Y = tf.sigmoid(tf.linalg.matvec(H, variables["W2"]) + variables["b2"])
-        L = tf.reduce_sum(tf.square(Y - Y_t)) / (2 * len(X))
-    gradients = tape.gradient(L, variables)
-    return (
-        Parameters.from_arrays({name: gradient.numpy() for name, gradient in gradients.items()}),
-        float(L.numpy()),
-    )
+    def mse(arrays: dict[str, jax.Array]) -> jax.Array:
+        H = jax.nn.sigmoid(X @ arrays["W1"].T + arrays["b1"])
+        Y = jax.nn.sigmoid(H @ arrays["W2"] + arrays["b2"])
+        return jnp.sum(jnp.square(Y - Y_true)) / (2 * len(X))
+
+    with jax.enable_x64(True):
+        L, gradients = jax.value_and_grad(mse)(
+            {name: jnp.asarray(value, jnp.float64) for name, value in weights.as_arrays().items()}
+        )
+        return (
+            Parameters.from_arrays({name: np.asarray(value) for name, value in gradients.items()}),
+            float(L),
+        )
 
 
 @dataclass(frozen=True)

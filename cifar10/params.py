@@ -157,7 +157,7 @@ class BackpropParams(Section):
         gt=0, le=1, description="Largest error against the central finite differences."
     )
     tolerance_autodiff: float = Field(
-        gt=0, le=1, description="Largest error against TensorFlow's autodiff in float64."
+        gt=0, le=1, description="Largest error against JAX's autodiff in float64."
     )
     descent_steps: int = Field(
         ge=1,

@@ -1,6 +1,6 @@
 """backprop stage: Part 1's numpy gradients, checked three ways (cifar10/backprop.py).
 
-Against the assignment's printed values, central finite differences and TensorFlow's
+Against the assignment's printed values, central finite differences and JAX's
 autodiff; every comparison must stay within its tolerance in params.yaml, or nothing is
 written.
 """

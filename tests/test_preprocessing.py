@@ -328,8 +328,7 @@ def exact_zca(epsilon: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("epsilon", [0.01, 0.3])
-@pytest.mark.parametrize("share", [0.05, 0.2, 1.0])
+@pytest.mark.parametrize(("epsilon", "share"), [(0.01, 0.05), (0.3, 0.2), (0.01, 1.0)])
 def test_whitening_matches_the_exact_zca_on_train_and_other_images(
     epsilon: float, share: float
 ) -> None:
@@ -344,16 +343,15 @@ def test_whitening_matches_the_exact_zca_on_train_and_other_images(
 
 @pytest.mark.integration
 def test_a_larger_component_share_computes_fewer_components() -> None:
-    counts = [len(grid_fit(0.01, share).gains) for share in (0.05, 0.2, 1.0)]
-    assert counts[0] >= counts[1] >= counts[2]
-    assert counts[0] > counts[2]
+    counts = [len(grid_fit(0.01, share).gains) for share in (0.05, 1.0)]
+    assert counts[0] > counts[1]
 
 
 @pytest.mark.integration
 def test_whitening_decorrelates_the_strong_components() -> None:
     epsilon = 0.01
     _, variances, vectors = grid_eigenbasis()
-    whitened = grid_fit(epsilon, 0.2).whiten(grid_images()[0]).astype(np.float64)
+    whitened = grid_fit(epsilon, 0.05).whiten(grid_images()[0]).astype(np.float64)
     # The whitened train images along the covariance's 10 strongest eigenvectors: ZCA
     # makes them uncorrelated, of variance lambda / (lambda + epsilon).
     strong = whitened @ vectors[:, :10]

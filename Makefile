@@ -36,7 +36,7 @@ endif
 # Every tier: unit, integration and end-to-end tests, on every core (plain `pytest` runs
 # the unit tests alone).
 test: venv
-	$(BIN)/python -m pytest -m "" -n 3 --dist worksteal
+	$(BIN)/python -m pytest -m "" -n auto --dist worksteal
 
 lint: venv
 	$(BIN)/ruff check .

@@ -24,8 +24,9 @@ from helpers import (
 )
 
 from cifar10.archive import load_cifar_archive
-from cifar10.prepared import split_dev, write_prepared
+from cifar10.prepared import write_prepared
 from cifar10.preprocessing import fit_preprocessing
+from cifar10.split import split_dev
 from tools.synthetic_archive import make_synthetic_archive
 
 

@@ -11,6 +11,7 @@ when the stage runs again, while those of a run still going are left to it.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -121,3 +122,8 @@ def atomic_outputs(
         for temporary in staged.values():
             _remove(temporary)
         raise
+
+
+def json_text(data: object) -> str:
+    """Indented JSON with a trailing newline, as every report of the pipeline is written."""
+    return json.dumps(data, indent=2) + "\n"

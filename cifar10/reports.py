@@ -9,13 +9,13 @@ file must hold before anything uses it.
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from cifar10.archive import CLASS_NAMES
+from cifar10.atomic import json_text
 from cifar10.errors import InputError
 from cifar10.files import read_json, read_small_file
 
@@ -23,11 +23,6 @@ HISTORY_SERIES = ("loss", "accuracy", "val_loss", "val_accuracy")
 PREDICTION_COLUMNS = ("index", "actual", "predicted", "confidence")
 # evaluate's predictions of the 10,000 test images are 0.4 MB.
 MAX_PREDICTIONS_BYTES = 64 << 20
-
-
-def json_text(data: object) -> str:
-    """Indented JSON with a trailing newline, as every report of the pipeline is written."""
-    return json.dumps(data, indent=2) + "\n"
 
 
 def _is_number(value: object) -> bool:

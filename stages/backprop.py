@@ -11,11 +11,10 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from cifar10.atomic import atomic_outputs
+from cifar10.atomic import atomic_outputs, json_text
 from cifar10.backprop import failures, loss_table, report, summary, verify
 from cifar10.errors import PipelineError
 from cifar10.params import read_params
-from cifar10.reports import json_text
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -12,10 +12,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from cifar10.atomic import atomic_outputs
+from cifar10.atomic import atomic_outputs, json_text
 from cifar10.download import archive_identity
 from cifar10.params import read_params
-from cifar10.reports import json_text
 
 # Constant, so that the stages that depend on it rerun for their own params only.
 VALID_RECORD = "params.yaml passed the schema of cifar10/params.py\n"

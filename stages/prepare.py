@@ -13,11 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cifar10.archive import load_cifar_archive
-from cifar10.atomic import atomic_outputs
+from cifar10.atomic import atomic_outputs, json_text
 from cifar10.params import read_params
 from cifar10.prepared import write_prepared
 from cifar10.preprocessing import fit_preprocessing
-from cifar10.reports import json_text
 from cifar10.split import check_splittable, data_report, split_dev
 
 logger = logging.getLogger(__name__)

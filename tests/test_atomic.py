@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cifar10.atomic import atomic_outputs, remove_leftovers
+from cifar10.atomic import atomic_outputs, json_text, remove_leftovers
 from cifar10.errors import PipelineError
 
 
@@ -139,3 +139,7 @@ def test_a_run_still_writing_keeps_its_temporary_outputs(tmp_path: Path) -> None
     with atomic_outputs(target) as (temporary,):
         temporary.mkdir()
     assert sorted(path.name for path in tmp_path.iterdir()) == [in_progress.name, "prepared"]
+
+
+def test_reports_are_indented_json_ending_in_a_newline() -> None:
+    assert json_text({"a": [1, 2]}) == '{\n  "a": [\n    1,\n    2\n  ]\n}\n'

@@ -15,7 +15,6 @@ from cifar10.errors import InputError
 from cifar10.reports import (
     MAX_PREDICTIONS_BYTES,
     PREDICTION_COLUMNS,
-    json_text,
     read_best_epoch,
     read_history,
     read_metrics,
@@ -41,10 +40,6 @@ def refusal(read: Callable[[], object], path: Path, stage: str) -> str:
 def write_json(path: Path, content: object) -> Path:
     path.write_text(json.dumps(content))
     return path
-
-
-def test_reports_are_indented_json_ending_in_a_newline() -> None:
-    assert json_text({"a": [1, 2]}) == '{\n  "a": [\n    1,\n    2\n  ]\n}\n'
 
 
 def test_the_summary_gives_back_its_kept_epoch(tmp_path: Path) -> None:

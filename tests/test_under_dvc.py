@@ -202,10 +202,9 @@ def test_params_rewritten_by_a_concurrent_exp_run_fail_the_stage_and_nothing_is_
     assert "epochs: 2\n" in (reproduced / "params.yaml").read_text()
     output, _ = process.communicate(timeout=300)
     assert process.returncode != 0
-    assert (
-        "error: params.yaml changed while the stage ran, so its results would not match the "
-        "params DVC records; nothing was written; run it again"
-    ) in output.splitlines()
+    (line,) = [line for line in output.splitlines() if "changed while the stage ran" in line]
+    assert line.startswith("error: params.yaml")
+    assert "nothing was written" in line
     assert (reproduced / "dvc.lock").read_bytes() == lock
 
 
@@ -236,8 +235,6 @@ def test_a_relative_archive_path_is_refused_in_a_queued_experiment_with_what_to_
         time.sleep(2)
     assert "Failed" in status
     log = run(["dvc", "queue", "logs", "relative"], reproduced).stdout
-    assert (
-        "error: params.yaml: data.archive = '../cifar.tar.gz': a relative path, which names "
-        "another file in the copy of the repository that a queued experiment runs in; write "
-        "it absolute, for example -S data.archive=$(realpath ../cifar.tar.gz)"
-    ) in log
+    (line,) = [line for line in log.splitlines() if "a relative path" in line]
+    assert line.startswith("error: params.yaml: data.archive = '../cifar.tar.gz'")
+    assert "-S data.archive=$(realpath ../cifar.tar.gz)" in line

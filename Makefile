@@ -17,9 +17,10 @@ venv: $(INSTALLED)
 
 # requirements.lock pins every transitive dependency; pyproject.toml pins the direct ones.
 $(INSTALLED): pyproject.toml requirements.lock tools/offline_plots.py
+	@echo "Setting up $(VENV) from the pins (about two minutes the first time)..."
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip==26.3
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[dev]"
+	$(BIN)/python -m pip install -c requirements.lock -e ".[dev]"
 	$(BIN)/python -m tools.offline_plots --output $(PLOTS_TEMPLATE)
 	$(BIN)/dvc config --local plots.html_template $(abspath $(PLOTS_TEMPLATE))
 	touch $@

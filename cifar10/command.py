@@ -24,7 +24,7 @@ from pathlib import Path
 import platformdirs
 from ruamel.yaml import YAML, YAMLError
 
-from cifar10.errors import PipelineError
+from cifar10.errors import ParamsError, PipelineError
 
 INTERRUPTED_STATUS = 130  # 128 + SIGINT, as shells report an interrupted command
 
@@ -53,18 +53,19 @@ def library_settings(cache_root: Path) -> dict[str, str]:
     }
 
 
-def outputs_removed_by_dvc(environ: Mapping[str, str]) -> str:
+def outputs_removed_by_dvc(environ: Mapping[str, str], root: Path = Path()) -> str:
     """Say what DVC removed before the stage ran and how to put it back ("" if nothing).
 
     Under ``dvc repro`` or ``dvc exp run`` only (DVC_STAGE is set); a stage run by
-    itself gets "". Every output of this pipeline is in DVC's cache, and dvc.lock
+    itself gets "". ``root`` is the stage's working directory, its repository's root:
+    for a queued experiment a copy under .dvc/tmp/exps/, where DVC_ROOT names the
+    workspace instead. Every output of this pipeline is in DVC's cache, and dvc.lock
     records the versions of the last run until a run succeeds, so ``dvc checkout
     <stage>`` restores them.
     """
     stage = environ.get("DVC_STAGE")
     if not stage:
         return ""
-    root = Path(environ.get("DVC_ROOT", "."))
     try:
         recorded = YAML(typ="safe").load((root / "dvc.lock").read_text())["stages"][stage]["outs"]
         paths = [str(output["path"]) for output in recorded]
@@ -79,11 +80,30 @@ def outputs_removed_by_dvc(environ: Mapping[str, str]) -> str:
     )
 
 
-def _fail(message: str, status: int, environ: Mapping[str, str]) -> int:
-    """Print ``message`` as ``error:`` lines, then what DVC removed, if anything."""
+def params_left_by_dvc(environ: Mapping[str, str], root: Path = Path()) -> str:
+    """Say, for a `dvc exp run` in the workspace, that its params stay in params.yaml.
+
+    DVC writes an experiment's ``-S`` values into the workspace's params.yaml before
+    it runs (a queued one runs in a copy of the repository, and leaves them there).
+    """
+    workspace = environ.get("DVC_ROOT")
+    if not environ.get("DVC_EXP_NAME") or workspace is None:
+        return ""
+    if Path(workspace).resolve() != root.resolve():
+        return ""
+    return (
+        "dvc exp run wrote its -S values into params.yaml, and they stay there; "
+        "`git checkout params.yaml` puts back the committed ones"
+    )
+
+
+def _fail(message: str, status: int, environ: Mapping[str, str], hint: str = "") -> int:
+    """Print ``message`` as ``error:`` lines, then ``hint``, then what DVC removed."""
     removed = outputs_removed_by_dvc(environ)
     if status == INTERRUPTED_STATUS and not removed:
         message += "; no output was changed"
+    if hint:
+        message += f"\n{hint}"
     for line in message.splitlines():
         print(f"error: {line}", file=sys.stderr)
     if removed:
@@ -102,17 +122,22 @@ def run(module: str, argv: Sequence[str], environ: MutableMapping[str, str] = os
         logging.getLogger(name).setLevel(logging.INFO)
     try:
         importlib.import_module(module).main(argv)
-    except PipelineError as error:
-        return _fail(str(error), 1, environ)
-    except KeyboardInterrupt:
-        return _fail("interrupted", INTERRUPTED_STATUS, environ)
-    except OSError as error:
-        if error.filename is None:  # not about a file: unexpected
-            return _bug(environ)
-        return _fail(f"{error.filename}: {error.strerror or error}", 1, environ)
-    except Exception:  # a bug, reported with its traceback
-        return _bug(environ)
+    except (Exception, KeyboardInterrupt) as error:  # each is reported by _failed
+        return _failed(error, environ)
     return 0
+
+
+def _failed(error: BaseException, environ: Mapping[str, str]) -> int:
+    """Report the exception being handled; return the command's exit status."""
+    if isinstance(error, KeyboardInterrupt):
+        return _fail("interrupted", INTERRUPTED_STATUS, environ)
+    if isinstance(error, ParamsError):
+        return _fail(str(error), 1, environ, params_left_by_dvc(environ))
+    if isinstance(error, PipelineError):
+        return _fail(str(error), 1, environ)
+    if isinstance(error, OSError) and error.filename is not None:
+        return _fail(f"{error.filename}: {error.strerror or error}", 1, environ)
+    return _bug(environ)  # not about a file, or any other exception: a bug
 
 
 def _bug(environ: Mapping[str, str]) -> int:

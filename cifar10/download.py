@@ -30,8 +30,8 @@ from tqdm import tqdm
 
 from cifar10.archive import MAX_FILE_BYTES, check_archive, file_md5
 from cifar10.atomic import atomic_outputs
-from cifar10.errors import PipelineError, one_line
-from cifar10.params import DataParams, ParamsError, check_absolute
+from cifar10.errors import ParamsError, PipelineError, one_line
+from cifar10.params import DataParams, check_absolute
 
 # A copy of the archive that params.yaml describes, for machines without the network.
 LOCAL_COPY_VARIABLE = "CIFAR10_ARCHIVE"

@@ -27,3 +27,7 @@ class InputError(PipelineError):
             message += f"; run `dvc repro {stage}` to write it again"
         super().__init__(message)
         self.path = path
+
+
+class ParamsError(PipelineError):
+    """params.yaml is missing, unreadable or does not fit its schema (cifar10/params.py)."""

@@ -204,8 +204,9 @@ def render_figures(
     best_epoch: int,
     class_names: tuple[str, ...],
     params: PlotsParams,
+    label_smoothing: float,
 ) -> dict[str, Figure]:
-    """Build every figure, keyed by file name."""
+    """Build every figure, keyed by file name; ``label_smoothing`` is the loss's (train)."""
     wrong = predictions[predictions["actual"] != predictions["predicted"]]
     confident_errors = wrong.sort_values("confidence", ascending=False, kind="stable")
     return {
@@ -219,7 +220,9 @@ def render_figures(
             history,
             {"loss": "Training loss", "val_loss": "Validation loss"},
             "Training and validation loss",
-            "Cross-entropy (with label smoothing)",
+            f"Cross-entropy, label smoothing {label_smoothing:g}"
+            if label_smoothing
+            else "Cross-entropy",
             best_epoch,
         ),
         "accuracy.png": training_curves(

@@ -23,7 +23,7 @@ from ruamel.yaml import YAML, YAMLError
 from ruamel.yaml.constructor import DuplicateKeyError
 
 from cifar10.archive import CLASS_NAMES, FEATURES
-from cifar10.errors import PipelineError
+from cifar10.errors import ParamsError
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -53,7 +53,13 @@ class Section(BaseModel):
 
 
 def check_absolute(path: str) -> None:
-    """Refuse a relative archive path, saying what to write instead."""
+    """Refuse an empty or relative archive path, saying what to write instead."""
+    if not path.strip():
+        # `-S data.archive=$(realpath missing/file)` hands DVC an empty value, say.
+        raise ValueError(
+            "an empty path; give the archive's absolute path, or null to download "
+            "(-S data.archive=null)"
+        )
     if not Path(path).is_absolute():
         # Queued and temporary experiments run in a copy of the repository under
         # .dvc/tmp/exps/, where a relative path names another file (or none).
@@ -329,10 +335,6 @@ class Params(Section):
     train: TrainParams
     evaluate: EvaluateParams
     plots: PlotsParams
-
-
-class ParamsError(PipelineError):
-    """params.yaml is missing, unreadable or does not fit the schema."""
 
 
 def parse_params(text: str, source: str = str(PARAMS_FILE)) -> object:

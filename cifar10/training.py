@@ -56,7 +56,7 @@ class LiveLogger(keras.callbacks.Callback):
 
     dvclive.keras imports TensorFlow for its callback's base class; this one is a plain
     Keras callback, so training on the JAX backend does not load TensorFlow. Its names are
-    its own (``train/loss``, ``eval/accuracy``: the plots of dvc.yaml read them). Steps
+    its own (``train/loss``, ``validation/accuracy``: the plots of dvc.yaml read them). Steps
     count epochs from 1, as the figures do.
     """
 
@@ -66,9 +66,9 @@ class LiveLogger(keras.callbacks.Callback):
 
     @staticmethod
     def metric_name(keras_name: str) -> str:
-        """``val_loss`` -> ``eval/loss``, ``loss`` -> ``train/loss``."""
+        """``val_loss`` -> ``validation/loss``, ``loss`` -> ``train/loss``."""
         if keras_name.startswith("val_"):
-            return f"eval/{keras_name.removeprefix('val_')}"
+            return f"validation/{keras_name.removeprefix('val_')}"
         return f"train/{keras_name}"
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:

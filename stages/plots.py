@@ -52,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         best_epoch=metrics["validation"]["epoch"],
         class_names=CLASS_NAMES,
         params=params,
+        label_smoothing=params_file.params.train.label_smoothing,
     )
     with atomic_outputs(arguments.output, before_commit=params_file.check_unchanged) as (folder,):
         folder.mkdir()

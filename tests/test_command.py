@@ -17,7 +17,13 @@ import pytest
 from helpers import run_stage, write_params
 
 import stages.__main__
-from cifar10.command import INTERRUPTED_STATUS, library_settings, outputs_removed_by_dvc, run
+from cifar10.command import (
+    INTERRUPTED_STATUS,
+    library_settings,
+    outputs_removed_by_dvc,
+    params_left_by_dvc,
+    run,
+)
 
 LOCK = """\
 schema: '2.0'
@@ -59,11 +65,15 @@ def command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callabl
 
 
 @pytest.fixture
-def under_dvc(tmp_path: Path) -> dict[str, str]:
-    """The environment of the train stage under `dvc repro`, which removed its summary."""
+def under_dvc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The environment of the train stage under `dvc repro`, which removed its summary.
+
+    The working directory is the project's, as DVC runs a stage's command there.
+    """
     root = tmp_path / "project"
     (root / "data" / "model").mkdir(parents=True)
     (root / "dvc.lock").write_text(LOCK)
+    monkeypatch.chdir(root)
     return {"DVC_STAGE": "train", "DVC_ROOT": str(root)}
 
 
@@ -92,14 +102,48 @@ def test_what_dvc_removed_is_named_with_the_command_that_restores_it(
 
 
 @pytest.mark.parametrize(
-    "environment",
-    [{}, {"DVC_STAGE": "evaluate"}, {"DVC_STAGE": "train", "DVC_ROOT": "/nonexistent"}],
-    ids=["run by itself", "no run recorded", "no dvc.lock"],
+    "environment", [{}, {"DVC_STAGE": "evaluate"}], ids=["run by itself", "no run recorded"]
 )
 def test_nothing_is_said_when_dvc_removed_nothing_recorded(
     under_dvc: dict[str, str], environment: dict[str, str]
 ) -> None:
     assert outputs_removed_by_dvc({"DVC_ROOT": under_dvc["DVC_ROOT"], **environment}) == ""
+
+
+def test_nothing_is_said_without_a_dvc_lock(under_dvc: dict[str, str]) -> None:
+    Path("dvc.lock").unlink()
+    assert outputs_removed_by_dvc(under_dvc) == ""
+
+
+def test_a_queued_experiment_is_answered_from_its_own_copy(
+    under_dvc: dict[str, str], tmp_path: Path
+) -> None:
+    # DVC_ROOT names the workspace, which has everything; the stage runs in a copy.
+    workspace = tmp_path / "workspace"
+    (workspace / "reports" / "train").mkdir(parents=True)
+    (workspace / "reports" / "train" / "summary.json").write_text("{}")
+    (workspace / "dvc.lock").write_text(LOCK)
+    queued = {**under_dvc, "DVC_ROOT": str(workspace), "DVC_EXP_NAME": "queued"}
+    assert outputs_removed_by_dvc(queued) == REMOVED.removeprefix("error: ")
+    assert params_left_by_dvc(queued) == ""
+
+
+def test_bad_params_of_an_experiment_in_the_workspace_say_they_stay_there(
+    under_dvc: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    command: Callable[[str], str],
+) -> None:
+    source = """\
+        from cifar10.errors import ParamsError
+
+        def main(argv):
+            raise ParamsError("params.yaml: train.epochs = 0: bad")
+        """
+    environ = {**under_dvc, "DVC_EXP_NAME": "exp-1"}
+    assert run(command(source), [], environ) == 1
+    lines = error_lines(capsys)
+    assert lines[0] == "error: params.yaml: train.epochs = 0: bad"
+    assert "`git checkout params.yaml` puts back the committed ones" in lines[1]
 
 
 def test_nothing_is_said_when_every_recorded_output_is_there(under_dvc: dict[str, str]) -> None:

@@ -34,8 +34,7 @@ from cifar10.download import (
     local_archive,
     use_local_archive,
 )
-from cifar10.errors import PipelineError
-from cifar10.params import ParamsError
+from cifar10.errors import ParamsError, PipelineError
 from stages import download as download_stage
 from tools.synthetic_archive import make_synthetic_archive
 

@@ -102,11 +102,12 @@ def test_every_figure_renders(split: Split, predictions: pd.DataFrame) -> None:
     params = PlotsParams(samples_per_class=2, n_predictions=10, n_confident_errors=3, dpi=50)
     figures = render_figures(
         split, split, predictions=predictions, history=HISTORY, best_epoch=2,
-        class_names=CLASS_NAMES, params=params,
+        class_names=CLASS_NAMES, params=params, label_smoothing=0.1,
     )  # fmt: skip
     assert set(figures) == FIGURES
     loss_axis = figures["loss.png"].axes[0]
     assert loss_axis.get_xlabel() == "Epoch"
+    assert loss_axis.get_ylabel() == "Cross-entropy, label smoothing 0.1"
     assert [text.get_text() for text in loss_axis.get_legend().get_texts()][:2] == [
         "Training loss", "Validation loss",
     ]  # fmt: skip
@@ -115,6 +116,17 @@ def test_every_figure_renders(split: Split, predictions: pd.DataFrame) -> None:
     assert figures["confident_errors.png"].axes[0].texts[0].get_text().endswith(most_confident)
     low, high = loss_axis.get_xlim()
     assert [tick for tick in loss_axis.get_xticks() if low <= tick <= high] == [1, 2]
+
+
+def test_the_loss_says_label_smoothing_only_when_there_is_some(
+    split: Split, predictions: pd.DataFrame
+) -> None:
+    figures = render_figures(
+        split, split, predictions=predictions, history=HISTORY, best_epoch=2,
+        class_names=CLASS_NAMES, params=PlotsParams(samples_per_class=1, n_predictions=1,
+        n_confident_errors=1, dpi=30), label_smoothing=0,
+    )  # fmt: skip
+    assert figures["loss.png"].axes[0].get_ylabel() == "Cross-entropy"
 
 
 def test_the_run_ends_with_the_kept_models_figures_and_where_to_look() -> None:

@@ -15,13 +15,13 @@ from helpers import PARAMS_FILE, quick_train_params, run_stage, write_params
 from models import example_preprocessing
 
 from cifar10.archive import CLASS_NAMES
+from cifar10.errors import ParamsError
 from cifar10.model import build_model
 from cifar10.params import (
     MAX_BACKPROP_OPERATIONS,
     MAX_BATCH_ACTIVATIONS,
     MAX_MLP_PARAMETERS,
     Params,
-    ParamsError,
     parse_params,
     read_params,
     validate_params,

@@ -72,6 +72,8 @@ COVERAGE = {
         "python -m tools.frontier",
     ),
     "test_using_the_model": (
+        "dvc remote add -d --force registry",
+        'git commit -am "A DVC remote',
         "cifar10-predict cat.jpg",
         "cifar10-predict --model path/to/model",
         "gto register cifar10-mlp",
@@ -110,7 +112,7 @@ SUBSTITUTIONS = {
     "--repetitions 3": "--repetitions 1",
     "/path/to/cifar-10-python.tar.gz": "{archive}",
     "<experiment>": "{experiment}",
-    "<repository>": "{project}",
+    "<repository>": "{origin}",
     "path/to/model": "data/model",
     "/mnt/shared/cifar10-dvc-remote": "{tmp}/remote-on-a-share",
     "s3://my-bucket/cifar10-dvc": "{tmp}/shared-remote",
@@ -434,17 +436,24 @@ def test_using_the_model(reproduced: Path, tmp_path: Path, tiny_archive: Path) -
     run(["git", "init", "-q", "--bare", str(origin)], tmp_path)
     run(["git", "remote", "add", "origin", str(origin)], project)
     write_images(project, ["cat.jpg", "ship.jpg", "horse.jpg", "a.png", "b.png"])
-    shell = Shell("test_using_the_model", project, values_for(project, tmp_path, tiny_archive))
+    values = values_for(project, tmp_path, tiny_archive, origin=str(origin))
+    shell = Shell("test_using_the_model", project, values)
 
     three = shell.run("cifar10-predict cat.jpg").stdout.splitlines()
     assert [line.split(":")[0] for line in three] == ["cat.jpg", "ship.jpg", "horse.jpg"]
     top_five = shell.run("cifar10-predict --model path/to/model").stdout.splitlines()
     assert [line.count("%") for line in top_five] == [5, 5]
 
+    # The remote the repository's own config names, as in a user's clone (the tests'
+    # project copies name theirs in .dvc/config.local).
+    run(["dvc", "remote", "remove", "--local", "local"], project)
+    shell.run("dvc remote add -d --force registry")
+    shell.run('git commit -am "A DVC remote')
     shell.run("gto register cifar10-mlp")
     shell.run("gto assign cifar10-mlp")
     shell.run("git push origin --tags && dvc push")
     assert "cifar10-mlp@v0.0.1" in run(["git", "ls-remote", "--tags", str(origin)], project).stdout
+    assert (tmp_path / "remote-on-a-share" / "files").is_dir()
     shell.run("dvc artifacts get <repository> cifar10-mlp --rev")
     shell.run("dvc artifacts get <repository> cifar10-mlp --stage")
     for fetched in ("model-v0.0.1", "model-prod"):

@@ -127,7 +127,7 @@ def test_epochs_are_logged_from_1_under_the_names_the_plots_read() -> None:
     logger = LiveLogger(live)
     logger.on_epoch_end(0, {"loss": 2.0, "val_accuracy": 0.25})
     logger.on_epoch_end(1, {"loss": 1.5})
-    assert live.logged == [(1, "train/loss", 2.0), (1, "eval/accuracy", 0.25),
+    assert live.logged == [(1, "train/loss", 2.0), (1, "validation/accuracy", 0.25),
                            (2, "train/loss", 1.5)]  # fmt: skip
 
 
@@ -217,7 +217,7 @@ TRAIN_FILES = ("data/model/model.keras", "data/model/classes.json",
                "data/model/preprocessing.json", "data/model/preprocessing.npz",
                "reports/train/history.json", "reports/train/summary.json",
                "reports/train/live/metrics.json",
-               "reports/train/live/plots/metrics/eval/accuracy.tsv")  # fmt: skip
+               "reports/train/live/plots/metrics/validation/accuracy.tsv")  # fmt: skip
 
 
 @pytest.mark.integration

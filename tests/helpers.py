@@ -27,7 +27,8 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 PARAMS_FILE = REPOSITORY / "params.yaml"
 # What a project copy needs from this one: the pipeline definition and its code. Its
 # DVC configuration is its own (new_project), not the user's remote.
-PROJECT_FILES = ("dvc.yaml", ".dvcignore", ".gitignore", ".dvc/plots/log_steps.json")
+PROJECT_FILES = ("dvc.yaml", ".dvcignore", ".gitignore")
+PLOT_TEMPLATES = ".dvc/plots"  # dvc.yaml's own plot templates, copied once `dvc init` made .dvc
 PROJECT_FOLDERS = ("stages", "cifar10")
 ALL_STAGES = ("params", "download", "prepare", "backprop", "train", "evaluate", "plots")
 # Quick but real: the committed model, small and fast to train on a tiny archive.
@@ -173,6 +174,7 @@ def new_project(folder: Path, archive: Path, changes: Changes | None = None) -> 
     )
     run(["git", "init", "-q", "-b", "main"], project)
     run(["dvc", "init", "-q"], project)
+    shutil.copytree(REPOSITORY / PLOT_TEMPLATES, project / PLOT_TEMPLATES)
     # As this repository's own .dvc/config sets them, less its remote (use_remote below).
     run(["dvc", "config", "core.autostage", "true"], project)
     run(["dvc", "config", "core.analytics", "false"], project)

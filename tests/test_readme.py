@@ -78,7 +78,7 @@ COVERAGE = {
         "cifar10-predict --model path/to/model",
         "gto register cifar10-mlp",
         "gto assign cifar10-mlp",
-        "git push origin --tags && dvc push",
+        "git push origin HEAD --tags && dvc push",
         "dvc artifacts get <repository> cifar10-mlp --rev",
         "dvc artifacts get <repository> cifar10-mlp --stage",
         "cifar10-predict --model model-prod",
@@ -378,7 +378,7 @@ def test_everyday_use(
     project = with_tools(make_project())
     # The README's `dvc exp push origin`: a repository to push to, as users have.
     origin = tmp_path / "origin.git"
-    run(["git", "init", "-q", "--bare", str(origin)], tmp_path)
+    run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], tmp_path)
     run(["git", "remote", "add", "origin", str(origin)], project)
     # What `make` sets up: DVC's plots page with vega inlined.
     run(
@@ -433,7 +433,7 @@ def write_images(folder: Path, names: list[str]) -> None:
 def test_using_the_model(reproduced: Path, tmp_path: Path, tiny_archive: Path) -> None:
     project = with_tools(reproduced)  # committed: the model is in dvc.lock
     origin = tmp_path / "origin.git"
-    run(["git", "init", "-q", "--bare", str(origin)], tmp_path)
+    run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], tmp_path)
     run(["git", "remote", "add", "origin", str(origin)], project)
     write_images(project, ["cat.jpg", "ship.jpg", "horse.jpg", "a.png", "b.png"])
     values = values_for(project, tmp_path, tiny_archive, origin=str(origin))
@@ -451,7 +451,7 @@ def test_using_the_model(reproduced: Path, tmp_path: Path, tiny_archive: Path) -
     shell.run('git commit -am "A DVC remote')
     shell.run("gto register cifar10-mlp")
     shell.run("gto assign cifar10-mlp")
-    shell.run("git push origin --tags && dvc push")
+    shell.run("git push origin HEAD --tags && dvc push")
     assert "cifar10-mlp@v0.0.1" in run(["git", "ls-remote", "--tags", str(origin)], project).stdout
     assert (tmp_path / "remote-on-a-share" / "files").is_dir()
     shell.run("dvc artifacts get <repository> cifar10-mlp --rev")

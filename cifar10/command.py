@@ -152,3 +152,8 @@ def _bug(environ: Mapping[str, str]) -> int:
 def predict() -> None:
     """Run ``cifar10-predict``, the console script of cifar10/predict.py."""
     sys.exit(run("cifar10.predict", sys.argv[1:]))
+
+
+def compare() -> None:
+    """Run ``cifar10-compare``, the console script of cifar10/compare.py."""
+    sys.exit(run("cifar10.compare", sys.argv[1:]))

@@ -200,7 +200,6 @@ class BackpropParams(Section):
 class TrainParams(Section):
     """The Keras MLP, its optimizer, the tricks of docs/tuning.md, and how training is spread."""
 
-    seed: Seed = Field(description="Seed of the weights, the shuffling and the augmentation.")
     hidden_units: list[Annotated[int, Field(ge=1, le=8192)]] = Field(
         min_length=1,
         max_length=8,
@@ -214,6 +213,15 @@ class TrainParams(Section):
     )
     learning_rate: float = Field(
         gt=0, le=1, description="Peak learning rate of Adam (AdamW with weight decay)."
+    )
+    seeds: list[Seed] = Field(
+        min_length=1,
+        max_length=100,
+        description=(
+            "Seeds of the weights, the shuffling and the augmentation: one training per "
+            "seed, and the accuracies' mean and 95 % interval over them; the first seed's "
+            "model is the one predict and the registry use."
+        ),
     )
     epochs: int = Field(ge=1, le=1000, description="Passes over the train split.")
     batch_size: int = Field(
@@ -284,6 +292,15 @@ class TrainParams(Section):
                 f"{MAX_BATCH_ACTIVATIONS:,} this machine holds in training; make either smaller"
             )
         return self
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, seeds: list[int]) -> list[int]:
+        # Each seed is a DVC stage (train@<seed>): a repeat would be the same stage twice.
+        repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+        if repeated:
+            raise ValueError(f"seeds {repeated} appear more than once; list each seed once")
+        return seeds
 
     @model_validator(mode="after")
     def _warmup_within_training(self) -> Self:

@@ -2,7 +2,7 @@
 
 Not a DVC stage: the command for using what the pipeline made.
 
-    cifar10-predict photo.jpg frog.png                 # the model of data/model
+    cifar10-predict photo.jpg frog.png                 # the first seed's, data/models/<seed>
     cifar10-predict --model path/to/model --top 5 *.png
 
 Any image Pillow reads works: it is converted to RGB (16-bit images by their 0-65535
@@ -27,8 +27,10 @@ from PIL import Image
 from cifar10.archive import FEATURES, IMAGE_SHAPE
 from cifar10.errors import InputError, PipelineError, one_line
 from cifar10.model import STAGE, Classifier, load_classifier
+from cifar10.params import read_params
 
-DEFAULT_MODEL = Path("data/model")  # where the train stage writes it (dvc.yaml)
+# Where the train stage writes each seed's model (dvc.yaml's `models`; tests check).
+MODELS = Path("data/models")
 # The largest image read: a 48-megapixel photo fits; decoding and converting one of 64
 # million pixels takes up to 0.75 GB (16-bit grey; 0.57 GB for 8-bit colour).
 MAX_IMAGE_PIXELS = 64_000_000
@@ -116,6 +118,11 @@ def top_classes(
     ]
 
 
+def default_model() -> Path:
+    """Return the kept model of the pipeline in this folder: its first seed's."""
+    return MODELS / str(read_params().params.train.seeds[0])
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Print each readable image's top classes; then each unreadable one's error, status 1."""
     parser = argparse.ArgumentParser(
@@ -124,14 +131,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("images", type=Path, nargs="+", help="image files (PNG, JPEG, ...)")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="model folder")
+    parser.add_argument(
+        "--model", type=Path, help="model folder (default: the first of train.seeds' model)"
+    )
     parser.add_argument("--top", type=int, default=3, help="classes to show per image")
     arguments = parser.parse_args(argv)
     if arguments.top < 1:
         parser.error(f"--top must be at least 1, got {arguments.top}")
 
     # Only the pipeline's own model folder is the train stage's to write again.
-    stage = STAGE if arguments.model == DEFAULT_MODEL else None
+    stage = None
+    if arguments.model is None:
+        arguments.model = default_model()
+        stage = STAGE
     if not arguments.model.is_dir():
         raise InputError(arguments.model, "no such model folder", stage)
     classifier = load_classifier(arguments.model, stage)

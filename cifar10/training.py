@@ -112,30 +112,33 @@ def train(
     preprocessing: Preprocessing,
     n_classes: int,
     params: TrainParams,
+    seed: int,
     batch_size: int,
     live: Live | None,
 ) -> TrainingResult:
-    """Train the MLP with ``params``; deterministic for a given ``params.seed``.
+    """Train the MLP with ``params``, seeded with ``seed`` (one of ``params.seeds``).
+
+    Deterministic for a given seed.
 
     ``batch_size`` is this process's share of ``params.batch_size`` (all of it, unless
     several processes train). ``live`` logs every epoch (None: no logging, as on the
     processes that do not write the outputs).
     """
-    seed_random_generators(params.seed)
+    seed_random_generators(seed)
     model = build_model(
         preprocessing,
         params.hidden_units,
         n_classes,
         params.activation,
         params.dropout,
-        seed=params.seed,
+        seed=seed,
     )
     # Augmentation sees uint8 values; shifted-in pixels take the mean (standardized: 0).
     augment = RandomFlipAndShift(
         horizontal_flip=params.horizontal_flip,
         max_shift=params.max_shift,
         fill=preprocessing.mean,
-        seed=params.seed,
+        seed=seed,
         name="augment",
     )
     trainer = keras.Sequential([keras.Input(shape=(FEATURES,)), augment, model], name="trainer")

@@ -1,7 +1,8 @@
 """plots stage: the assignment's figures (2.1, 2.7, 2.9) and a few better ones, as PNG.
 
-Reads only what earlier stages wrote (images, history, predictions, metrics), so a
-changed plot setting reruns this stage alone (cifar10/figures.py draws them).
+Reads only what earlier stages wrote (images; the first seed's history, predictions and
+metrics: its model is the kept one; the metrics over all seeds), so a changed plot
+setting reruns this stage alone (cifar10/figures.py draws them).
 """
 
 from __future__ import annotations
@@ -15,18 +16,27 @@ from cifar10.atomic import atomic_outputs
 from cifar10.figures import render_figures
 from cifar10.params import read_params
 from cifar10.prepared import read_split
-from cifar10.reports import read_history, read_metrics, read_predictions
+from cifar10.reports import (
+    EvaluationReports,
+    TrainReports,
+    read_aggregate,
+    read_history,
+    read_metrics,
+    read_predictions,
+)
 
 
-def run_summary(metrics: dict, figures: Path, count: int) -> str:
+def run_summary(aggregate: dict, kept: dict, seed: int, figures: Path, count: int) -> str:
     """Write the lines that end a run (the last stage): what it got, where to look."""
-    validation, test = metrics["validation"], metrics["test"]
+    validation, test = aggregate["validation"], aggregate["test"]
     return (
         f"wrote {count} figures to {figures}\n"
-        f"kept model (epoch {validation['epoch']}): validation accuracy "
-        f"{validation['accuracy']:.4f}, test accuracy {test['accuracy']:.4f}\n"
+        f"validation accuracy {validation['accuracy']:.4f} "
+        f"[{validation['low']:.4f}, {validation['high']:.4f}] ({validation['interval']}), "
+        f"test accuracy {test['accuracy']:.4f} [{test['low']:.4f}, {test['high']:.4f}] "
+        f"({test['interval']})\nkept model: seed {seed}, epoch {kept['validation']['epoch']}\n"
         "see them all: dvc plots show (then open dvc_plots/index.html); "
-        "compare runs: dvc exp show (README.md, Everyday use)"
+        "compare runs: dvc exp show, cifar10-compare (README.md, Everyday use)"
     )
 
 
@@ -34,22 +44,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Render every figure into the output folder."""
     parser = argparse.ArgumentParser(prog="python -m stages plots", description=__doc__)
     parser.add_argument("--prepared", type=Path, required=True)
-    parser.add_argument("--history", type=Path, required=True, help="train history JSON")
-    parser.add_argument("--predictions", type=Path, required=True, help="predictions CSV")
-    parser.add_argument("--metrics", type=Path, required=True, help="evaluate's metrics JSON")
+    parser.add_argument(
+        "--train-reports", type=Path, required=True, help="the first seed's train reports"
+    )
+    parser.add_argument(
+        "--evaluation", type=Path, required=True, help="the first seed's evaluate reports"
+    )
+    parser.add_argument("--metrics", type=Path, required=True, help="the aggregate metrics JSON")
     parser.add_argument("--output", type=Path, required=True, help="figures folder")
     arguments = parser.parse_args(argv)
     params_file = read_params()
     params = params_file.params.plots
 
-    metrics = read_metrics(arguments.metrics)
+    evaluation = EvaluationReports(arguments.evaluation)
+    kept = read_metrics(evaluation.metrics)
+    aggregate = read_aggregate(arguments.metrics)
     test = read_split(arguments.prepared, "test")
     figures = render_figures(
         read_split(arguments.prepared, "train"),
         test,
-        predictions=read_predictions(arguments.predictions, len(test.labels)),
-        history=read_history(arguments.history),
-        best_epoch=metrics["validation"]["epoch"],
+        predictions=read_predictions(evaluation.test_predictions, len(test.labels)),
+        history=read_history(TrainReports(arguments.train_reports).history),
+        best_epoch=kept["validation"]["epoch"],
         class_names=CLASS_NAMES,
         params=params,
         label_smoothing=params_file.params.train.label_smoothing,
@@ -59,4 +75,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         for name, figure in figures.items():
             # No date in the PNG metadata: the same inputs give the same bytes.
             figure.savefig(folder / name, dpi=params.dpi, metadata={"Software": None})
-    print(run_summary(metrics, arguments.output, len(figures)))
+    seed = params_file.params.train.seeds[0]
+    print(run_summary(aggregate, kept, seed, arguments.output, len(figures)))

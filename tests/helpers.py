@@ -18,9 +18,11 @@ from pathlib import Path
 from types import TracebackType
 
 import pytest
+from ruamel.yaml import YAML
 
 from cifar10.archive import file_md5
 from cifar10.params import Params, TrainParams, parse_params, read_params, validate_params
+from cifar10.reports import SeedReports
 from tools.params_file import Changes, update_params_file
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -30,12 +32,21 @@ PARAMS_FILE = REPOSITORY / "params.yaml"
 PROJECT_FILES = ("dvc.yaml", ".dvcignore", ".gitignore")
 PLOT_TEMPLATES = ".dvc/plots"  # dvc.yaml's own plot templates, copied once `dvc init` made .dvc
 PROJECT_FOLDERS = ("stages", "cifar10")
-ALL_STAGES = ("params", "download", "prepare", "backprop", "train", "evaluate", "plots")
 # Quick but real: the committed model, small and fast to train on a tiny archive.
 QUICK_TRAIN = {"epochs": 2, "hidden_units": [32, 16], "batch_size": 16}
 QUICK = {"train": {"epochs": 3, "batch_size": 16, "warmup_epochs": 0}}
-TRAIN_OUTPUTS = ("data/model", "reports/train/live", "reports/train/summary.json",
-                 "reports/train/history.json")  # fmt: skip
+# The committed first seed, whose model is the kept one, and where dvc.yaml puts its outputs.
+SEED = 42
+MODEL = f"data/models/{SEED}"
+SEED_REPORTS = SeedReports(Path("reports/seeds"), SEED)
+TRAIN_OUTPUTS = (MODEL, SEED_REPORTS.train.folder.as_posix(), SEED_REPORTS.cost.as_posix())
+# What the trainings cost: the only outputs that differ between two identical runs.
+COST_OUTPUTS = (SEED_REPORTS.cost.as_posix(), "reports/cost.json")
+# The stages as dvc repro names them when they run, with the committed seed.
+ALL_STAGES = ("params", "download", "prepare", "backprop", f"train@{SEED}", f"evaluate@{SEED}",
+              "aggregate", "plots")  # fmt: skip
+# What a change of train params reruns.
+TRAINING_STAGES = {"params", f"train@{SEED}", f"evaluate@{SEED}", "aggregate", "plots"}
 
 
 def params_with(changes: Changes | None = None) -> Params:
@@ -119,7 +130,18 @@ def run_stage(
 
 def stages_run(output: str) -> set[str]:
     """Names of the stages a dvc repro or exp run actually ran."""
-    return set(re.findall(r"Running stage '([a-z_]+)'", output))
+    return set(re.findall(r"Running stage '([a-z_]+(?:@\d+)?)'", output))
+
+
+def output_hashes(project: Path) -> dict[str, str]:
+    """Every output's hash in ``project``'s dvc.lock, but the cost's (COST_OUTPUTS)."""
+    lock = YAML(typ="safe").load((project / "dvc.lock").read_text())
+    return {
+        output["path"]: output["md5"]
+        for stage in lock["stages"].values()
+        for output in stage.get("outs", [])
+        if output["path"] not in COST_OUTPUTS
+    }
 
 
 def commit(project: Path, message: str) -> None:
@@ -129,12 +151,11 @@ def commit(project: Path, message: str) -> None:
 
 
 def train_arguments(folder: str = "") -> list[str]:
-    """The train stage's arguments, writing under ``folder`` (default: where dvc.yaml writes)."""
-    model, live, summary, history = (
-        f"{folder}/{path}" if folder else path for path in TRAIN_OUTPUTS
-    )
-    return ["--prepared", "data/prepared", "--model", model, "--live", live,
-            "--summary", summary, "--history", history]  # fmt: skip
+    """The train stage's arguments for SEED, writing under ``folder`` (default: where
+    dvc.yaml writes)."""
+    model, reports, cost = (f"{folder}/{path}" if folder else path for path in TRAIN_OUTPUTS)
+    return ["--prepared", "data/prepared", "--seed", str(SEED), "--model", model,
+            "--reports", reports, "--cost", cost]  # fmt: skip
 
 
 def prepare_into(folder: Path, archive: Path, changes: Changes | None = None) -> Path:

@@ -15,7 +15,9 @@ import pytest
 from helpers import REPOSITORY
 from ruamel.yaml import YAML
 
-from cifar10.params import Params
+from cifar10.params import Params, read_params
+from cifar10.predict import default_model
+from cifar10.reports import SeedReports
 from stages.__main__ import STAGES
 
 # What every stage's command runs first (`python -m stages <stage>`), before the stage module.
@@ -88,15 +90,41 @@ def stage_module(name: str) -> str:
 
 
 def sections_read(path: Path) -> set[str]:
-    """The params sections a module reads: attribute accesses ``<anything>.params.<section>``."""
-    return {
-        node.attr
-        for node in ast.walk(ast.parse(path.read_text(), str(path)))
-        if isinstance(node, ast.Attribute)
-        and isinstance(node.value, ast.Attribute)
-        and node.value.attr == "params"
-        and node.attr in Params.model_fields
+    """The params a module reads: ``<anything>.params.<section>`` as the whole section, or
+    ``section.key`` where it is read only as ``<anything>.params.<section>.<key>``."""
+    tree = ast.parse(path.read_text(), str(path))
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    read = set()
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Attribute)
+            and node.value.attr == "params"
+            and node.attr in Params.model_fields
+        ):
+            parent = parents.get(node)
+            read.add(
+                f"{node.attr}.{parent.attr}" if isinstance(parent, ast.Attribute) else node.attr
+            )
+    return {entry for entry in read if entry.split(".")[0] not in read or "." not in entry}
+
+
+def matrix_params(definition: dict, sections: set[str]) -> set[str]:
+    """What a matrix stage over ``${section.key}`` lists for ``sections``: the section's
+    other keys one by one. Each value reaches it on its command line; listing the key
+    would rerun every instance when one is added."""
+    over = {
+        tuple(value[2:-1].split("."))
+        for value in definition.get("matrix", {}).values()
+        if isinstance(value, str) and value.startswith("${")
     }
+    expected = set(sections)
+    for section, key in over:
+        if section in expected:
+            expected.remove(section)
+            fields = Params.model_fields[section].annotation.model_fields
+            expected |= {f"{section}.{name}" for name in fields if name != key}
+    return expected
 
 
 @pytest.mark.parametrize("stage", list(pipeline()["stages"]))
@@ -109,7 +137,7 @@ def test_a_stages_code_deps_are_the_modules_its_command_imports(stage: str) -> N
 
 
 @pytest.mark.parametrize("stage", list(pipeline()["stages"]))
-def test_a_stages_params_are_the_whole_sections_its_module_reads(stage: str) -> None:
+def test_a_stages_params_are_what_its_module_reads(stage: str) -> None:
     definition = pipeline()["stages"][stage]
     if stage == "params":
         # It validates the whole file and always runs (always_changed): no section of its own.
@@ -117,8 +145,8 @@ def test_a_stages_params_are_the_whole_sections_its_module_reads(stage: str) -> 
         return
     module = REPOSITORY / "stages" / f"{stage_module(stage)}.py"
     listed = definition.get("params", [])
-    assert all(isinstance(entry, str) for entry in listed), "params are whole sections"
-    assert set(listed) == sections_read(module) != set()
+    assert all(isinstance(entry, str) for entry in listed), "params are sections or keys"
+    assert set(listed) == matrix_params(definition, sections_read(module)) != set()
 
 
 def test_every_stage_module_is_a_stage_of_the_pipeline() -> None:
@@ -180,5 +208,38 @@ def test_sections_read_are_attributes_of_a_params_attribute(tmp_path: Path) -> N
         "batch = params_file.params.evaluate.batch_size\n"
         "other = params.data\n"  # not <anything>.params.<section>
         "dump = params_file.params.model_dump()\n"  # not a section
+        "seeds = params_file.params.backprop.seed\n"  # one key only
     )
-    assert sections_read(module) == {"train", "evaluate"}
+    assert sections_read(module) == {"train", "evaluate.batch_size", "backprop.seed"}
+
+
+def resolved(text: str, seed: int) -> str:
+    """``text`` with dvc.yaml's vars and ``${item.seed}`` substituted."""
+    variables = {key: value for entry in pipeline()["vars"] for key, value in entry.items()}
+    variables["item.seed"] = seed
+    return re.sub(r"\$\{([\w.]+)\}", lambda match: str(variables[match.group(1)]), text)
+
+
+def test_the_seed_matrices_write_and_read_the_layout_of_seed_reports() -> None:
+    stages = pipeline()["stages"]
+    root = Path(resolved("${seed_reports}", 7))
+    reports = SeedReports(root, 7)
+    assert [resolved(out, 7) for out in stages["train"]["outs"][1:]] == [
+        reports.train.folder.as_posix(),
+        reports.cost.as_posix(),
+    ]
+    assert [resolved(out, 7) for out in stages["evaluate"]["outs"]] == [
+        reports.evaluation.folder.as_posix()
+    ]
+    assert resolved(stages["aggregate"]["deps"][0], 7) == root.as_posix()
+
+
+def test_predicts_default_model_is_the_registrys_the_first_seeds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(REPOSITORY)
+    first = read_params().params.train.seeds[0]
+    artifact = pipeline()["artifacts"]["cifar10-mlp"]["path"]
+    assert resolved(artifact.replace("${train.seeds[0]}", str(first)), first) == (
+        default_model().as_posix()
+    )

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import run_stage, write_params
+from helpers import MODEL, SEED_REPORTS, run_stage, write_params
 from models import numpy_outputs, write_model_folder
 
 from cifar10 import evaluation  # its test_metrics is no test: imported as the module's
@@ -52,16 +52,16 @@ def test_per_class_accuracy_is_recall_with_zero_for_absent_classes() -> None:
     assert table["accuracy"].tolist() == [0.5, 1.0, 1.0] + [0.0] * 7
 
 
-EVALUATE_OUTPUTS = ("reports/metrics.json", "reports/evaluate/predictions.csv",
-                    "reports/evaluate/per_class_accuracy.csv")  # fmt: skip
-SUMMARY = "reports/train/summary.json"
+REPORTS = SEED_REPORTS.evaluation
+EVALUATE_OUTPUTS = (REPORTS.metrics, REPORTS.test_predictions, REPORTS.per_class,
+                    REPORTS.validation_predictions)  # fmt: skip
+SUMMARY = SEED_REPORTS.train.summary
 
 
 def evaluate_arguments() -> list[str]:
-    metrics, predictions, per_class = EVALUATE_OUTPUTS
-    return ["--prepared", "data/prepared", "--model", "data/model", "--summary", SUMMARY,
-            "--metrics", metrics, "--predictions", predictions,
-            "--per-class", per_class]  # fmt: skip
+    return ["--prepared", "data/prepared", "--model", MODEL,
+            "--train-reports", str(SEED_REPORTS.train.folder),
+            "--output", str(REPORTS.folder)]  # fmt: skip
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ def project(tmp_path: Path, prepared: Path, monkeypatch: pytest.MonkeyPatch) -> 
     """The working folder: params, the session's prepared data, a model folder, a summary."""
     write_params(tmp_path)
     shutil.copytree(prepared, tmp_path / "data" / "prepared")
-    write_model_folder(tmp_path / "data" / "model")
+    write_model_folder(tmp_path / MODEL)
     (tmp_path / SUMMARY).parent.mkdir(parents=True)
     (tmp_path / SUMMARY).write_text(json.dumps({"best_epoch": 3}))
     monkeypatch.chdir(tmp_path)
@@ -84,7 +84,7 @@ def evaluate(capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
 
 
 def nothing_written(project: Path) -> bool:
-    return not any((project / output).exists() for output in EVALUATE_OUTPUTS)
+    return not (project / REPORTS.folder).exists()
 
 
 def test_the_stage_scores_the_model_folder_on_the_prepared_splits(
@@ -93,7 +93,7 @@ def test_the_stage_scores_the_model_folder_on_the_prepared_splits(
     status, err = evaluate(capsys)
     assert status == 0, err
     # The oracle: the numpy reference on the inputs the prepare stage wrote.
-    classifier = load_classifier(project / "data" / "model")
+    classifier = load_classifier(project / MODEL)
     expected = {}
     for split in ("validation", "test"):
         inputs = read_model_inputs(project / "data" / "prepared", split, classifier.preprocessing)
@@ -102,8 +102,16 @@ def test_the_stage_scores_the_model_folder_on_the_prepared_splits(
     assert metrics["validation"] == {
         "accuracy": pytest.approx(evaluation.accuracy(*expected["validation"])),
         "epoch": 3,
+        "images": len(expected["validation"][0]),
     }
-    assert metrics["test"] == pytest.approx(evaluation.test_metrics(*expected["test"]), abs=1e-5)
+    assert metrics["test"] == pytest.approx(
+        evaluation.test_metrics(*expected["test"]) | {"images": len(expected["test"][0])},
+        abs=1e-5,
+    )
+    validation = read_predictions(project / EVALUATE_OUTPUTS[3])
+    assert validation["predicted"].tolist() == [
+        CLASS_NAMES[index] for index in expected["validation"][1].argmax(axis=1)
+    ]
     labels, probabilities = expected["test"]
     predictions = read_predictions(project / EVALUATE_OUTPUTS[1], len(labels))
     assert tuple(pd.read_csv(project / EVALUATE_OUTPUTS[1]).columns) == PREDICTION_COLUMNS
@@ -145,10 +153,10 @@ def test_prepared_data_without_the_inputs_the_model_reads_is_named(
 def test_a_tampered_model_folder_is_one_line_and_nothing_is_written(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (project / "data" / "model" / "model.keras").write_bytes(b"not a zip")
+    (project / MODEL / "model.keras").write_bytes(b"not a zip")
     status, err = evaluate(capsys)
     assert status == 1
-    assert err.startswith("error: data/model/model.keras: not a model Keras can load")
+    assert err.startswith(f"error: {MODEL}/model.keras: not a model Keras can load")
     assert err.count("\n") == 1
     assert "run `dvc repro train`" in err
     assert nothing_written(project)
@@ -176,13 +184,13 @@ def test_the_stage_measures_the_kept_epochs_validation_accuracy(
     run_stage("evaluate", evaluate_arguments(), folder)
     metrics = json.loads((folder / EVALUATE_OUTPUTS[0]).read_text())
     assert set(metrics) == {"test", "validation"}
-    assert set(metrics["test"]) == {"accuracy", "loss", "macro_f1"}
+    assert set(metrics["test"]) == {"accuracy", "loss", "macro_f1", "images"}
     # The oracle: what training logged for the epoch whose weights it kept.
     summary = json.loads((folder / SUMMARY).read_text())
-    history = json.loads((folder / "reports/train/history.json").read_text())
+    history = json.loads((folder / SEED_REPORTS.train.history).read_text())
     kept = history["val_accuracy"][summary["best_epoch"] - 1]
     assert metrics["validation"] == {"accuracy": pytest.approx(kept, abs=1e-6),
-                                     "epoch": summary["best_epoch"]}  # fmt: skip
+                                     "epoch": summary["best_epoch"], "images": 40}  # fmt: skip
     predictions = (folder / EVALUATE_OUTPUTS[1]).read_text().splitlines()
     assert predictions[0] == ",".join(PREDICTION_COLUMNS)
     assert len(predictions) == 1 + 40

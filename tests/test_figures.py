@@ -24,7 +24,14 @@ from cifar10.figures import (
 from cifar10.params import PlotsParams
 from cifar10.prepared import write_prepared
 from cifar10.preprocessing import fit_preprocessing
-from cifar10.reports import write_history, write_metrics, write_predictions
+from cifar10.reports import (
+    EvaluationReports,
+    TrainReports,
+    write_aggregate,
+    write_history,
+    write_metrics,
+    write_predictions,
+)
 from stages.plots import run_summary
 
 FIGURES = {"samples.png", "training_loss.png", "loss.png", "accuracy.png",
@@ -129,25 +136,33 @@ def test_the_loss_says_label_smoothing_only_when_there_is_some(
     assert figures["loss.png"].axes[0].get_ylabel() == "Cross-entropy"
 
 
-def test_the_run_ends_with_the_kept_models_figures_and_where_to_look() -> None:
-    metrics = {"test": {"accuracy": 0.58124}, "validation": {"accuracy": 0.59006, "epoch": 27}}
-    summary = run_summary(metrics, Path("reports/figures"), 7)
+def test_the_run_ends_with_the_accuracies_intervals_and_where_to_look() -> None:
+    aggregate = {
+        "validation": {"accuracy": 0.59006, "low": 0.5801, "high": 0.6001, "interval": "t over 3 seeds"},
+        "test": {"accuracy": 0.58124, "low": 0.571, "high": 0.591, "interval": "t over 3 seeds"},
+    }  # fmt: skip
+    kept = {"validation": {"accuracy": 0.59, "epoch": 27}}
+    summary = run_summary(aggregate, kept, 42, Path("reports/figures"), 7)
     figures = re.search(r"wrote (\d+) figures to (\S+)", summary)
     assert figures is not None
     assert figures.groups() == ("7", "reports/figures")
-    kept = re.search(
-        r"epoch (\d+)\D+validation accuracy ([\d.]+)\D+test accuracy ([\d.]+)", summary
-    )
-    assert kept is not None
-    assert (int(kept[1]), float(kept[2]), float(kept[3])) == (27, 0.5901, 0.5812)
+    assert (
+        "validation accuracy 0.5901 [0.5801, 0.6001] (t over 3 seeds), "
+        "test accuracy 0.5812 [0.5710, 0.5910] (t over 3 seeds)"
+    ) in summary
+    assert "kept model: seed 42, epoch 27" in summary
     # The README section it points to exists.
     pointer = re.search(r"\(README\.md, ([^)]+)\)", summary)
     assert pointer is not None
     assert f"\n## {pointer[1]}\n" in (REPOSITORY / "README.md").read_text()
 
 
-PLOTS_ARGUMENTS = ["--prepared", "prepared", "--history", "history.json",
-                   "--predictions", "predictions.csv", "--metrics", "metrics.json"]  # fmt: skip
+PLOTS_ARGUMENTS = ["--prepared", "prepared", "--train-reports", "train",
+                   "--evaluation", "evaluate", "--metrics", "metrics.json"]  # fmt: skip
+AGGREGATE = {
+    "validation": {"accuracy": 0.3, "low": 0.2, "high": 0.4, "n": 1, "interval": "binomial"},
+    "test": {"accuracy": 0.25, "low": 0.15, "high": 0.35, "n": 1, "interval": "binomial"},
+}
 
 
 @pytest.fixture
@@ -157,10 +172,18 @@ def plots_inputs(tmp_path: Path, split: Split, monkeypatch: pytest.MonkeyPatch) 
     splits = {"train": split, "validation": split, "test": split}
     unit = fit_preprocessing(split.images, params_with({"prepare": {"scaling": "unit"}}).prepare)
     write_prepared(tmp_path / "prepared", splits, unit)
-    write_history(tmp_path / "history.json", HISTORY)
-    write_metrics(tmp_path / "metrics.json", 0.3, 2, {"accuracy": 0.25})
+    train, evaluation = TrainReports(tmp_path / "train"), EvaluationReports(tmp_path / "evaluate")
+    train.folder.mkdir()
+    evaluation.folder.mkdir()
+    write_history(train.history, HISTORY)
+    write_metrics(
+        evaluation.metrics,
+        {"accuracy": 0.3, "epoch": 2, "images": 20},
+        {"accuracy": 0.25, "images": 20},
+    )
+    write_aggregate(tmp_path / "metrics.json", AGGREGATE)
     probabilities = np.eye(10)[(split.labels + split.labels % 2) % 10] * 0.5 + 0.05
-    write_predictions(tmp_path / "predictions.csv", split.labels, probabilities)
+    write_predictions(evaluation.test_predictions, split.labels, probabilities)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -168,9 +191,15 @@ def plots_inputs(tmp_path: Path, split: Split, monkeypatch: pytest.MonkeyPatch) 
 @pytest.mark.parametrize(
     ("name", "content", "message", "stage"),
     [
-        ("predictions.csv", "index,actual\n0,cat\n", "columns ['index', 'actual']", "evaluate"),
-        ("history.json", '{"loss": [1.0]}', "must be lists of numbers", "train"),
-        ("metrics.json", '{"test": {}}', "not evaluate's metrics", "evaluate"),
+        (
+            "evaluate/predictions.csv",
+            "index,actual\n0,cat\n",
+            "columns ['index', 'actual']",
+            "evaluate",
+        ),
+        ("train/history.json", '{"loss": [1.0]}', "must be lists of numbers", "train"),
+        ("evaluate/metrics.json", '{"test": {}}', "not evaluate's metrics", "evaluate"),
+        ("metrics.json", '{"test": {}}', "not the aggregate metrics", "aggregate"),
     ],
 )
 def test_a_malformed_input_is_one_line_naming_it_and_no_figure_is_written(
@@ -201,9 +230,8 @@ def test_the_stage_writes_every_figure_the_same_way_each_run(plots_inputs: Path)
     for name in ("first", "second"):
         result = run_stage("plots", [*PLOTS_ARGUMENTS, "--output", name], plots_inputs)
         assert result.stdout.startswith(f"wrote 7 figures to {name}\n")
-        assert "kept model (epoch 2): validation accuracy 0.3000, test accuracy 0.2500" in (
-            result.stdout
-        )
+        assert "validation accuracy 0.3000 [0.2000, 0.4000] (binomial)" in result.stdout
+        assert "kept model: seed 42, epoch 2" in result.stdout
         outputs[name] = {path.name: path.read_bytes() for path in (plots_inputs / name).iterdir()}
     assert set(outputs["first"]) == FIGURES
     assert outputs["first"] == outputs["second"]  # no date in the PNGs

@@ -216,13 +216,13 @@ def test_dvcs_rewrite_keeps_every_comment(tmp_path: Path) -> None:
     # it back, the file keeps every comment, and only the values set change.
     path = tmp_path / "params.yaml"
     path.write_text(PARAMS_FILE.read_text())
-    overrides = ["train.epochs=31", "train.seed=7", "data.archive=/a/b.tar.gz"]
+    overrides = ["train.epochs=31", "train.seeds=[42,7,1]", "data.archive=/a/b.tar.gz"]
     for _ in range(2):
         apply_overrides(path, overrides)
     before, after = PARAMS_FILE.read_text(), path.read_text()
     assert comment_blocks(after) == comment_blocks(before)
     expected = parse_params(before)
-    expected["train"] |= {"epochs": 31, "seed": 7}
+    expected["train"] |= {"epochs": 31, "seeds": [42, 7, 1]}
     expected["data"]["archive"] = "/a/b.tar.gz"
     assert parse_params(after) == expected
 
@@ -272,7 +272,7 @@ def write_params_text(folder: Path, section: str, key: str, value: str) -> Path:
 @pytest.mark.parametrize(
     ("key", "spelling", "expected"),
     [
-        ("seed", "010", 10),
+        ("epochs", "010", 10),
         ("epochs", "1:05", "1:05"),
         ("learning_rate", "1e-3", 0.001),
         ("restore_best_epoch", "yes", "yes"),
@@ -290,8 +290,8 @@ def test_params_are_read_as_dvc_reads_them(key: str, spelling: str, expected: ob
 
 
 def test_a_leading_zero_trains_with_the_value_dvc_records(tmp_path: Path) -> None:
-    path = write_params_text(tmp_path, "train", "seed", "010")
-    assert read_params(path).params.train.seed == 10
+    path = write_params_text(tmp_path, "train", "epochs", "020")
+    assert read_params(path).params.train.epochs == 20
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import ALL_STAGES, QUICK, commit, run, stages_run, update_params
+from helpers import (
+    ALL_STAGES,
+    MODEL,
+    QUICK,
+    SEED_REPORTS,
+    TRAINING_STAGES,
+    commit,
+    output_hashes,
+    run,
+    stages_run,
+    update_params,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -27,9 +38,10 @@ def only_params_always_changes(status_json: str) -> bool:
 
 def test_repro_builds_everything_then_does_nothing(reproduced: Path) -> None:
     project = reproduced
-    outputs = ["data/prepared/train_images.npy", "data/model/model.keras",
+    outputs = ["data/prepared/train_images.npy", f"{MODEL}/model.keras",
                "reports/data.json", "reports/metrics.json", "reports/backprop.json",
-               "reports/evaluate/predictions.csv"]  # fmt: skip
+               SEED_REPORTS.evaluation.test_predictions.as_posix(), "reports/cost.json",
+               "reports/validation_predictions.csv", "reports/curves.csv"]  # fmt: skip
     for name in outputs + [f"reports/figures/{figure}.png" for figure in FIGURES]:
         assert (project / name).is_file(), name
     assert only_params_always_changes(run(["dvc", "status", "--json"], project).stdout)
@@ -40,10 +52,13 @@ def test_repro_builds_everything_then_does_nothing(reproduced: Path) -> None:
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout)
     workspace = shown[""]["data"] if "" in shown else shown["workspace"]["data"]
     metrics = json.loads((project / "reports" / "metrics.json").read_text())
-    # The metrics are the few scalars to compare experiments by, and nothing else.
-    assert set(workspace) == {"reports/metrics.json"}
+    # The metrics are the few scalars to compare experiments by, and the cost.
+    assert set(workspace) == {"reports/metrics.json", "reports/cost.json"}
     assert workspace["reports/metrics.json"]["data"] == metrics
     assert set(metrics) == {"test", "validation"}
+    assert metrics["validation"]["n"] == 1
+    assert metrics["validation"]["interval"] == "binomial over 40 images, 1 seed"
+    assert metrics["validation"]["low"] < metrics["validation"]["accuracy"]
     # The synthetic classes are learnable: far above chance (0.1) after three epochs.
     assert metrics["validation"]["accuracy"] > 0.5
     backprop = json.loads((project / "reports" / "backprop.json").read_text())
@@ -60,7 +75,7 @@ def test_changing_epochs_reruns_training_and_diffs_both_revisions(reproduced: Pa
     commit(project, "first run")
     update_params(project, {"train": {"epochs": 4}})
     result = run(["dvc", "repro"], project)
-    assert stages_run(result.stdout) == {"params", "train", "evaluate", "plots"}
+    assert stages_run(result.stdout) == TRAINING_STAGES
 
     params_diff = json.loads(run(["dvc", "params", "diff", "--json"], project).stdout)
     epochs = params_diff["params.yaml"]["train.epochs"]
@@ -117,12 +132,13 @@ def experiments(project: Path) -> list[dict]:
 def test_exp_run_with_set_param_reaches_exp_show(reproduced: Path) -> None:
     commit(reproduced, "first run")
     result = run(["dvc", "exp", "run", "-S", "train.epochs=1"], reproduced)
-    assert stages_run(result.stdout) == {"params", "train", "evaluate", "plots"}
+    assert stages_run(result.stdout) == TRAINING_STAGES
     (experiment,) = experiments(reproduced)
     assert experiment["params"]["params.yaml"]["data"]["train"]["epochs"] == 1
     metrics = experiment["metrics"]["reports/metrics.json"]["data"]
-    assert metrics["validation"]["epoch"] == 1
     assert metrics == json.loads((reproduced / "reports" / "metrics.json").read_text())
+    seed_metrics = json.loads((reproduced / SEED_REPORTS.evaluation.metrics).read_text())
+    assert seed_metrics["validation"]["epoch"] == 1
 
 
 def test_a_run_killed_in_training_completes_as_if_never_killed(
@@ -153,8 +169,8 @@ def test_a_run_killed_in_training_completes_as_if_never_killed(
     assert dvc.returncode == -signal.SIGKILL
 
     result = run(["dvc", "repro"], reproduced)
-    assert stages_run(result.stdout) == {"params", "train", "evaluate", "plots"}
-    assert (reproduced / "dvc.lock").read_bytes() == (reference / "dvc.lock").read_bytes()
+    assert stages_run(result.stdout) == TRAINING_STAGES
+    assert output_hashes(reproduced) == output_hashes(reference)
     assert list(reproduced.rglob(".*.tmp-*")) == []
 
 
@@ -166,39 +182,45 @@ def test_a_queued_experiment_after_a_committed_baseline_reruns_only_what_it_chan
     run(["dvc", "exp", "run", "--run-all", "-j", "1"], reproduced)
     log = run(["dvc", "queue", "logs", "one-epoch"], reproduced).stdout
     # The archive, the prepared data and the backprop check come from the cache.
-    assert stages_run(log) == {"params", "train", "evaluate", "plots"}
+    assert stages_run(log) == TRAINING_STAGES
     (experiment,) = experiments(reproduced)
     assert experiment["params"]["params.yaml"]["data"]["train"]["epochs"] == 1
-    assert experiment["metrics"]["reports/metrics.json"]["data"]["validation"]["epoch"] == 1
+    assert experiment["metrics"]["reports/metrics.json"]["data"]["validation"]["n"] == 1
+    assert experiment["metrics"]["reports/cost.json"]["data"]["trainings"] == 1
 
 
 def test_push_wipe_pull_restores_outputs(reproduced: Path) -> None:
     commit(reproduced, "first run")
     run(["dvc", "push"], reproduced)
     shutil.rmtree(reproduced / ".dvc" / "cache")
-    for cached in ("data/prepared", "data/model", "reports/figures"):
+    for cached in ("data/prepared", "data/models", "reports/figures"):
         shutil.rmtree(reproduced / cached)
     run(["dvc", "pull"], reproduced)
     assert (reproduced / "reports" / "figures" / "samples.png").is_file()
-    assert (reproduced / "data" / "model" / "model.keras").is_file()
+    assert (reproduced / MODEL / "model.keras").is_file()
     assert only_params_always_changes(run(["dvc", "status", "--json"], reproduced).stdout)
 
 
-def test_forced_repro_is_byte_identical(reproduced: Path) -> None:
-    lock = (reproduced / "dvc.lock").read_bytes()
+def test_forced_repro_is_byte_identical_but_for_the_cost(reproduced: Path) -> None:
+    hashes = output_hashes(reproduced)
+    cost = json.loads((reproduced / "reports" / "cost.json").read_text())
     metrics = (reproduced / "reports" / "metrics.json").read_bytes()
     result = run(["dvc", "repro", "--force"], reproduced)
     assert stages_run(result.stdout) == set(ALL_STAGES)
-    # dvc.lock holds every output's hash: model, figures and reports are reproduced bit for bit.
-    assert (reproduced / "dvc.lock").read_bytes() == lock
+    # dvc.lock holds every output's hash: model, figures and reports are reproduced bit for
+    # bit; what the trainings cost (seconds, memory) is measured again.
+    assert output_hashes(reproduced) == hashes
     assert (reproduced / "reports" / "metrics.json").read_bytes() == metrics
+    again = json.loads((reproduced / "reports" / "cost.json").read_text())
+    assert set(again) == set(cost)
+    assert again["fit_seconds"] > 0
 
 
 def test_the_tensorflow_backend_trains_through_dvc(reproduced: Path) -> None:
     # The default backend, JAX, trained `reproduced`; the same pipeline on TensorFlow:
     commit(reproduced, "baseline on JAX")
     result = run(["dvc", "exp", "run", "-S", "train.backend=tensorflow"], reproduced)
-    assert stages_run(result.stdout) == {"params", "train", "evaluate", "plots"}
+    assert stages_run(result.stdout) == TRAINING_STAGES
     assert "> KERAS_BACKEND=tensorflow python -m stages train" in result.stdout
     metrics = json.loads((reproduced / "reports" / "metrics.json").read_text())
     assert metrics["validation"]["accuracy"] > 0.5  # learnable classes, as on JAX

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import AllocationPeak, run, run_stage
+from helpers import MODEL, SEED_REPORTS, AllocationPeak, run, run_stage, write_params
 from models import random_images, write_model_folder
 from PIL import Image
 
@@ -22,6 +22,7 @@ from cifar10.errors import PipelineError
 from cifar10.model import load_classifier
 from cifar10.predict import percent, read_image, top_classes
 from cifar10.prepared import read_split
+from cifar10.reports import EvaluationReports
 
 
 def save_png(path: Path, row: np.ndarray) -> Path:
@@ -52,8 +53,9 @@ def test_larger_images_are_resized_to_32_pixels(tmp_path: Path) -> None:
 
 @pytest.fixture
 def model_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The working folder, whose data/model is a model folder: predict's default."""
-    write_model_folder(tmp_path / "data" / "model")
+    """The working folder, with params and the first seed's model folder: predict's default."""
+    write_params(tmp_path)
+    write_model_folder(tmp_path / MODEL)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -68,7 +70,7 @@ def test_the_command_prints_the_top_classes_of_each_image(
     lines = out.splitlines()
     assert [line.split(":")[0] for line in lines] == images
     # The oracle: the classifier's own ranking of the same images.
-    best = top_classes(load_classifier(model_project / "data" / "model"), rows, 3)
+    best = top_classes(load_classifier(model_project / MODEL), rows, 3)
     for line, classes in zip(lines, best, strict=True):
         shown = [part.rsplit(" ", 1)[0] for part in line.split(": ", 1)[1].split(", ")]
         assert shown == [name for name, _ in classes]
@@ -76,7 +78,7 @@ def test_the_command_prints_the_top_classes_of_each_image(
 
 
 def test_the_top_classes_are_the_likeliest_in_order(model_project: Path) -> None:
-    classifier = load_classifier(model_project / "data" / "model")
+    classifier = load_classifier(model_project / MODEL)
     images = random_images(4)
     probabilities = classifier.probabilities(images)
     names = np.asarray(classifier.class_names)
@@ -139,13 +141,14 @@ def test_a_missing_model_folder_is_the_train_stages_only_if_it_is_the_pipelines(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(tmp_path)
+    write_params(tmp_path)
     image = str(save_png(tmp_path / "x.png", np.zeros(3072, np.uint8)))
     status, _, err = predict([image, "--model", "/missing"], capsys)
     assert status == 1
     assert err == "error: /missing: no such model folder\n"
     _, _, err = predict([image], capsys)
     assert err == (
-        "error: data/model: no such model folder; run `dvc repro train` to write it again\n"
+        f"error: {MODEL}: no such model folder; run `dvc repro train` to write it again\n"
     )
 
 
@@ -257,10 +260,9 @@ def test_images_of_too_many_pixels_are_refused_undecoded(
     assert peak.bytes < 1 << 20
 
 
-EVALUATE_ARGUMENTS = ["--prepared", "data/prepared", "--model", "data/model",
-                      "--summary", "reports/train/summary.json", "--metrics", "metrics.json",
-                      "--predictions", "predictions.csv",
-                      "--per-class", "per_class.csv"]  # fmt: skip
+EVALUATE_ARGUMENTS = ["--prepared", "data/prepared", "--model", MODEL,
+                      "--train-reports", str(SEED_REPORTS.train.folder),
+                      "--output", "evaluated"]  # fmt: skip
 
 
 @pytest.mark.integration
@@ -272,8 +274,8 @@ def test_the_model_folder_alone_gives_the_evaluate_stages_answers(
     folder = tmp_path / "trained"
     shutil.copytree(trained, folder, symlinks=True)
     run_stage("evaluate", EVALUATE_ARGUMENTS, folder)
-    written = pd.read_csv(folder / "predictions.csv")
-    classifier = load_classifier(folder / "data" / "model")
+    written = pd.read_csv(EvaluationReports(folder / "evaluated").test_predictions)
+    classifier = load_classifier(folder / MODEL)
     test_images = read_split(folder / "data" / "prepared", "test").images
     probabilities = classifier.probabilities(test_images)
     names = np.asarray(classifier.class_names)

@@ -99,20 +99,34 @@ def test_a_history_without_what_the_figures_plot_is_one_line(tmp_path: Path, his
 
 def test_the_metrics_read_back_as_written(tmp_path: Path) -> None:
     path = tmp_path / "metrics.json"
-    test = {"accuracy": 0.58, "loss": 1.2, "macro_f1": 0.57}
-    write_metrics(path, 0.59, 27, test)
+    test = {"accuracy": 0.58, "loss": 1.2, "macro_f1": 0.57, "images": 10_000}
+    validation = {"accuracy": 0.59, "epoch": 27, "images": 10_000}
+    write_metrics(path, validation, test)
     assert list(json.loads(path.read_text())) == ["validation", "test"]  # chosen by validation
-    assert read_metrics(path) == {"validation": {"accuracy": 0.59, "epoch": 27}, "test": test}
+    assert read_metrics(path) == {"validation": validation, "test": test}
 
 
 @pytest.mark.parametrize(
     "metrics",
     [
         {"validation": {"epoch": 1, "accuracy": 0.5}},
-        {"validation": {"epoch": "1", "accuracy": 0.5}, "test": {"accuracy": 0.4}},
-        {"validation": {"epoch": 0, "accuracy": 0.5}, "test": {"accuracy": 0.4}},
-        {"validation": {"epoch": 1, "accuracy": "high"}, "test": {"accuracy": 0.4}},
+        {
+            "validation": {"epoch": "1", "accuracy": 0.5, "images": 9},
+            "test": {"accuracy": 0.4, "images": 9},
+        },
+        {
+            "validation": {"epoch": 0, "accuracy": 0.5, "images": 9},
+            "test": {"accuracy": 0.4, "images": 9},
+        },
+        {
+            "validation": {"epoch": 1, "accuracy": "high", "images": 9},
+            "test": {"accuracy": 0.4, "images": 9},
+        },
         {"validation": [1], "test": {"accuracy": 0.4}},
+        {
+            "validation": {"epoch": 1, "accuracy": 0.5, "images": 0},
+            "test": {"accuracy": 0.4, "images": 10},
+        },
     ],
 )
 def test_metrics_without_the_kept_epoch_and_accuracies_are_one_line(

@@ -13,16 +13,22 @@ import pytest
 
 from cifar10.errors import InputError
 from cifar10.reports import (
+    COST_KEYS,
     MAX_PREDICTIONS_BYTES,
     PREDICTION_COLUMNS,
+    parse_validation_predictions,
+    read_aggregate,
     read_best_epoch,
+    read_cost,
     read_history,
     read_metrics,
     read_predictions,
+    write_cost,
     write_history,
     write_metrics,
     write_predictions,
     write_summary,
+    write_validation_predictions,
 )
 
 
@@ -196,3 +202,67 @@ def test_predictions_larger_than_evaluate_writes_are_refused_unread(
     os.truncate(predictions_file, MAX_PREDICTIONS_BYTES + 1)  # sparse
     text = refusal(lambda: read_predictions(predictions_file, 30), predictions_file, "evaluate")
     assert f"{MAX_PREDICTIONS_BYTES + 1:,} bytes, more than the" in text
+
+
+def test_the_cost_reads_back_rounded(tmp_path: Path) -> None:
+    path = tmp_path / "cost.json"
+    write_cost(path, {"fit_seconds": 12.345, "wall_seconds": 30.06, "peak_memory_mib": 1100.44,
+                      "samples_per_second": 39999.96})  # fmt: skip
+    assert read_cost(path) == {"fit_seconds": 12.3, "wall_seconds": 30.1,
+                               "peak_memory_mib": 1100.4, "samples_per_second": 40000.0}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "cost",
+    [{"fit_seconds": 1.0}, dict.fromkeys(COST_KEYS, "1"), dict.fromkeys(COST_KEYS)],
+)
+def test_a_cost_without_its_numbers_is_one_line(tmp_path: Path, cost: dict) -> None:
+    path = write_json(tmp_path / "cost.json", cost)
+    assert "must be numbers" in refusal(lambda: read_cost(path), path, "train")
+
+
+def test_validation_predictions_of_every_seed_read_back_as_correctness(tmp_path: Path) -> None:
+    path = tmp_path / "validation_predictions.csv"
+    labels = np.array([0, 1, 2, 3])
+    write_validation_predictions(path, labels, {42: np.array([0, 1, 0, 3]), 7: labels})
+    assert path.read_text().splitlines()[:2] == [
+        "index,actual,seed 42,seed 7",
+        "0,airplane,airplane,airplane",
+    ]
+    actual, correct = parse_validation_predictions(path.read_bytes(), path)
+    assert actual.tolist() == ["airplane", "automobile", "bird", "cat"]
+    assert {seed: values.tolist() for seed, values in correct.items()} == {
+        42: [True, True, False, True],
+        7: [True, True, True, True],
+    }
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "index,actual\n0,cat\n",  # no seed
+        "index,actual,seed x\n0,cat,cat\n",
+        "index,label,seed 1\n0,cat,cat\n",
+        "index,actual,seed 1\n0,cat,kitten\n",
+        "",
+    ],
+)
+def test_validation_predictions_not_in_their_layout_are_one_line(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "validation_predictions.csv"
+    path.write_text(text)
+    message = refusal(
+        lambda: parse_validation_predictions(path.read_bytes(), path), path, "aggregate"
+    )
+    assert "validation predictions" in message or "unreadable" in message
+
+
+@pytest.mark.parametrize(
+    "aggregate",
+    [{"validation": {"accuracy": 0.5}}, {"validation": [], "test": {}},
+     {key: {"accuracy": "a", "low": 0, "high": 1, "interval": "t"} for key in ("validation", "test")}],
+)  # fmt: skip
+def test_aggregate_metrics_without_their_intervals_are_one_line(
+    tmp_path: Path, aggregate: dict
+) -> None:
+    path = write_json(tmp_path / "metrics.json", aggregate)
+    assert "not the aggregate metrics" in refusal(lambda: read_aggregate(path), path, "aggregate")

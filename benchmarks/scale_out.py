@@ -37,9 +37,9 @@ from cifar10.params import parse_params  # noqa: E402
 from tools.params_file import update_params_file  # noqa: E402
 
 FIT = re.compile(r"(\d+) epochs in ([\d.]+) s")
-TRAIN_OUTPUTS = ["--model", "data/model", "--live", "reports/train/live",
-                 "--summary", "reports/train/summary.json",
-                 "--history", "reports/train/history.json"]  # fmt: skip
+# The train stage's outputs for seed 42, where dvc.yaml writes them.
+TRAIN_OUTPUTS = ["--seed", "42", "--model", "data/models/42", "--reports", "reports/seeds/42/train",
+                 "--cost", "reports/seeds/42/cost.json"]  # fmt: skip
 # One XLA thread per process: each process is given one core.
 ONE_THREAD = "--xla_cpu_multi_thread_eigen=false"
 

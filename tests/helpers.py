@@ -37,9 +37,17 @@ QUICK_TRAIN = {"epochs": 2, "hidden_units": [32, 16], "batch_size": 16}
 QUICK = {"train": {"epochs": 3, "batch_size": 16, "warmup_epochs": 0}}
 # The committed first seed, whose model is the kept one, and where dvc.yaml puts its outputs.
 SEED = 42
-MODEL = f"data/models/{SEED}"
+
+
+def train_outputs(seed: int) -> tuple[str, str, str]:
+    """Where dvc.yaml's train@<seed> writes: the model, the report folder, the cost."""
+    reports = SeedReports(Path("reports/seeds"), seed)
+    return f"data/models/{seed}", reports.train.folder.as_posix(), reports.cost.as_posix()
+
+
+MODEL = train_outputs(SEED)[0]
 SEED_REPORTS = SeedReports(Path("reports/seeds"), SEED)
-TRAIN_OUTPUTS = (MODEL, SEED_REPORTS.train.folder.as_posix(), SEED_REPORTS.cost.as_posix())
+TRAIN_OUTPUTS = train_outputs(SEED)
 # What the trainings cost: the only outputs that differ between two identical runs.
 COST_OUTPUTS = (SEED_REPORTS.cost.as_posix(), "reports/cost.json")
 # The stages as dvc repro names them when they run, with the committed seed.
@@ -150,11 +158,11 @@ def commit(project: Path, message: str) -> None:
     run(["git", "commit", "-qm", message], project)
 
 
-def train_arguments(folder: str = "") -> list[str]:
-    """The train stage's arguments for SEED, writing under ``folder`` (default: where
+def train_arguments(folder: str = "", seed: int = SEED) -> list[str]:
+    """The train stage's arguments for ``seed``, writing under ``folder`` (default: where
     dvc.yaml writes)."""
-    model, reports, cost = (f"{folder}/{path}" if folder else path for path in TRAIN_OUTPUTS)
-    return ["--prepared", "data/prepared", "--seed", str(SEED), "--model", model,
+    model, reports, cost = (f"{folder}/{path}" if folder else path for path in train_outputs(seed))
+    return ["--prepared", "data/prepared", "--seed", str(seed), "--model", model,
             "--reports", reports, "--cost", cost]  # fmt: skip
 
 

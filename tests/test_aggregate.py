@@ -26,7 +26,8 @@ from cifar10.reports import (
 SEEDS_FOLDER = Path("reports/seeds")
 OUTPUTS = ("metrics.json", "cost.json", "curves.csv", "validation_predictions.csv")
 ARGUMENTS = ["--seeds", str(SEEDS_FOLDER), "--metrics", "metrics.json", "--cost", "cost.json",
-             "--curves", "curves.csv", "--validation-predictions", "validation_predictions.csv"]  # fmt: skip
+             "--curves", "curves.csv",
+             "--validation-predictions", "validation_predictions.csv"]  # fmt: skip
 LABELS = np.arange(50) % 10
 HISTORY = {"loss": [2.0, 1.5], "accuracy": [0.2, 0.4], "val_loss": [2.1, 1.8],
            "val_accuracy": [0.2, 0.3]}  # fmt: skip
@@ -48,8 +49,9 @@ def write_seed(root: Path, seed: int, right: int, labels: np.ndarray = LABELS) -
         {"accuracy": accuracy - 0.1, "loss": 1.0 + seed / 100, "macro_f1": 0.5, "images": 40},
     )
     write_history(reports.train.history, HISTORY)
-    write_cost(reports.cost, {"fit_seconds": 10.0, "wall_seconds": 20.0,
-                              "peak_memory_mib": 1000.0 + seed, "samples_per_second": 4000.0})  # fmt: skip
+    cost = {"fit_seconds": 10.0, "wall_seconds": 20.0, "peak_memory_mib": 1000.0 + seed,
+            "samples_per_second": 4000.0}  # fmt: skip
+    write_cost(reports.cost, cost)
 
 
 def aggregate(capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:

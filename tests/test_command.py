@@ -314,14 +314,14 @@ def test_a_stage_name_runs_its_module_with_the_rest_of_the_arguments(
 def test_a_failing_stage_process_under_dvc_ends_with_what_dvc_removed(tmp_path: Path) -> None:
     write_params(tmp_path)
     (tmp_path / "dvc.lock").write_text(LOCK.replace("train", "plots"))
-    arguments = ["--prepared", "data/prepared", "--history", "history.json",
-                 "--predictions", "predictions.csv", "--metrics", "metrics.json",
+    arguments = ["--prepared", "data/prepared", "--train-reports", "train",
+                 "--evaluation", "evaluate", "--metrics", "metrics.json",
                  "--output", "figures"]  # fmt: skip
     environment = {"DVC_STAGE": "plots", "DVC_ROOT": str(tmp_path)}
     result = run_stage("plots", arguments, tmp_path, check=False, environment=environment)
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        "error: metrics.json: missing; run `dvc repro evaluate` to write it again",
+        "error: evaluate/metrics.json: missing; run `dvc repro evaluate` to write it again",
         (
             "error: DVC removed data/model, reports/plots/summary.json before running plots; "
             "`dvc checkout plots` puts back the versions dvc.lock records"

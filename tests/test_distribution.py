@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import (
+    MODEL,
     QUICK_TRAIN,
+    SEED_REPORTS,
     command_environment,
     link_prepared,
     run_stage,
@@ -75,7 +77,7 @@ def project(tmp_path: Path, prepared: Path) -> Path:
 
 
 def history(project: Path, name: str) -> dict[str, list[float]]:
-    return json.loads((project / name / "reports" / "train" / "history.json").read_text())
+    return json.loads((project / name / SEED_REPORTS.train.history).read_text())
 
 
 @pytest.mark.integration
@@ -126,6 +128,7 @@ def test_two_processes_train_one_model_and_only_the_first_writes(project: Path) 
     assert "trained on 2 device(s) in 2 processes as process 1" in outputs[1][0]
     chief = project / "process0"
     assert len(history(project, "process0")["loss"]) == 2
-    assert json.loads((chief / "reports/train/live/metrics.json").read_text())["step"] == 2
-    assert (chief / "data/model/model.keras").is_file()
+    live = chief / SEED_REPORTS.train.live / "metrics.json"
+    assert json.loads(live.read_text())["step"] == 2
+    assert (chief / MODEL / "model.keras").is_file()
     assert not (project / "process1").exists()  # dvclive and the outputs: process 0 only

@@ -79,7 +79,7 @@ def test_leftovers_of_a_killed_run_go_when_the_stage_runs_again(project: Path) -
     update_params(project, {"train": {"epochs": 1, "warmup_epochs": 0}})
     run_stage("train", train_arguments(), project)
     assert leftovers(project) == []
-    assert (project / "data" / "model" / MODEL_FILE).is_file()
+    assert (project / TRAIN_OUTPUTS[0] / MODEL_FILE).is_file()
 
 
 def test_an_output_folder_that_cannot_be_made_is_one_line(project: Path) -> None:
@@ -119,8 +119,8 @@ PREDICT = str(Path(sys.executable).parent / "cifar10-predict")
     [
         [sys.executable, "-m", "stages", "prepare",
          "--archive", "a.tar.gz", "--output", "data", "--report", "data.json"],
-        [sys.executable, "-m", "stages", "train", "--prepared", "p", "--model", "m",
-         "--live", "l", "--summary", "s.json", "--history", "h.json"],
+        [sys.executable, "-m", "stages", "train", "--prepared", "p", "--seed", "42",
+         "--model", "m", "--reports", "r", "--cost", "c.json"],
         [PREDICT, "photo.png"],
     ],
     ids=["prepare", "train", "predict"],

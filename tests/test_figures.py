@@ -138,7 +138,8 @@ def test_the_loss_says_label_smoothing_only_when_there_is_some(
 
 def test_the_run_ends_with_the_accuracies_intervals_and_where_to_look() -> None:
     aggregate = {
-        "validation": {"accuracy": 0.59006, "low": 0.5801, "high": 0.6001, "interval": "t over 3 seeds"},
+        "validation": {"accuracy": 0.59006, "low": 0.5801, "high": 0.6001,
+                       "interval": "t over 3 seeds"},
         "test": {"accuracy": 0.58124, "low": 0.571, "high": 0.591, "interval": "t over 3 seeds"},
     }  # fmt: skip
     kept = {"validation": {"accuracy": 0.59, "epoch": 27}}

@@ -208,8 +208,9 @@ def test_the_cost_reads_back_rounded(tmp_path: Path) -> None:
     path = tmp_path / "cost.json"
     write_cost(path, {"fit_seconds": 12.345, "wall_seconds": 30.06, "peak_memory_mib": 1100.44,
                       "samples_per_second": 39999.96})  # fmt: skip
-    assert read_cost(path) == {"fit_seconds": 12.3, "wall_seconds": 30.1,
-                               "peak_memory_mib": 1100.4, "samples_per_second": 40000.0}  # fmt: skip
+    expected = {"fit_seconds": 12.3, "wall_seconds": 30.1, "peak_memory_mib": 1100.4,
+                "samples_per_second": 40000.0}  # fmt: skip
+    assert read_cost(path) == expected
 
 
 @pytest.mark.parametrize(
@@ -259,7 +260,8 @@ def test_validation_predictions_not_in_their_layout_are_one_line(tmp_path: Path,
 @pytest.mark.parametrize(
     "aggregate",
     [{"validation": {"accuracy": 0.5}}, {"validation": [], "test": {}},
-     {key: {"accuracy": "a", "low": 0, "high": 1, "interval": "t"} for key in ("validation", "test")}],
+     {key: {"accuracy": "a", "low": 0, "high": 1, "interval": "t"}
+      for key in ("validation", "test")}],
 )  # fmt: skip
 def test_aggregate_metrics_without_their_intervals_are_one_line(
     tmp_path: Path, aggregate: dict

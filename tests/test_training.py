@@ -11,12 +11,16 @@ import keras
 import numpy as np
 import pytest
 from helpers import (
+    MODEL,
     QUICK_TRAIN,
+    SEED,
+    SEED_REPORTS,
     link_prepared,
     quick_train_params,
     run,
     run_stage,
     train_arguments,
+    train_outputs,
     write_params,
 )
 
@@ -153,6 +157,18 @@ def test_a_failed_run_leaves_no_output_behind(
     assert not (project / "out").exists()
 
 
+def test_a_seed_not_in_train_seeds_is_refused_before_anything_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = write_params(tmp_path, {"train": {**JAX_TRAIN, "seeds": [SEED, 7]}})
+    monkeypatch.chdir(project)
+    capsys.readouterr()
+    status = run_command("stages.train", train_arguments("out", 3), environ=dict(os.environ))
+    assert status == 1
+    assert capsys.readouterr().err == "error: --seed 3 is not one of train.seeds = [42, 7]\n"
+    assert not (project / "out").exists()
+
+
 def train_on(prepared: Path, **changes: object) -> TrainingResult:
     """Train in this process on a prepared folder, with quick params and ``changes``."""
     preprocessing = read_preprocessing(prepared)
@@ -163,6 +179,7 @@ def train_on(prepared: Path, **changes: object) -> TrainingResult:
         preprocessing=preprocessing,
         n_classes=10,
         params=params,
+        seed=params.seeds[0],
         batch_size=params.batch_size,
         live=None,
     )
@@ -209,15 +226,18 @@ def test_training_runs_every_epoch_without_patience(prepared: Path) -> None:
     assert len(result.history["loss"]) == 3
 
 
-def run_train(project: Path, name: str, environment: dict[str, str] | None = None) -> object:
-    return run_stage("train", train_arguments(name), project, environment=environment)
+def run_train(
+    project: Path, name: str, environment: dict[str, str] | None = None, seed: int = SEED
+) -> object:
+    return run_stage("train", train_arguments(name, seed), project, environment=environment)
 
 
-TRAIN_FILES = ("data/model/model.keras", "data/model/classes.json",
-               "data/model/preprocessing.json", "data/model/preprocessing.npz",
-               "reports/train/history.json", "reports/train/summary.json",
-               "reports/train/live/metrics.json",
-               "reports/train/live/plots/metrics/validation/accuracy.tsv")  # fmt: skip
+REPORTS = SEED_REPORTS.train.folder.as_posix()
+TRAIN_FILES = (f"{MODEL}/model.keras", f"{MODEL}/classes.json",
+               f"{MODEL}/preprocessing.json", f"{MODEL}/preprocessing.npz",
+               f"{REPORTS}/history.json", f"{REPORTS}/summary.json",
+               f"{REPORTS}/live/metrics.json",
+               f"{REPORTS}/live/plots/metrics/validation/accuracy.tsv")  # fmt: skip
 
 
 @pytest.mark.integration
@@ -229,12 +249,17 @@ def test_training_twice_gives_bit_identical_outputs_and_another_seed_others(
     first, second = project / "first", project / "second"
     for relative in TRAIN_FILES:
         assert (first / relative).read_bytes() == (second / relative).read_bytes(), relative
-    write_params(project, {"train": {**JAX_TRAIN, "seed": 7}})
-    run_train(project, "other")
-    model = "data/model/model.keras"
-    assert (first / model).read_bytes() != (project / "other" / model).read_bytes()
+    # Another seed trains another model, whatever else it is listed with.
+    write_params(project, {"train": {**JAX_TRAIN, "seeds": [SEED, 7]}})
+    run_train(project, "other", seed=7)
+    other = project / "other" / train_outputs(7)[0] / "model.keras"
+    assert (first / MODEL / "model.keras").read_bytes() != other.read_bytes()
+    cost = json.loads((first / SEED_REPORTS.cost).read_text())
+    assert set(cost) == {"fit_seconds", "wall_seconds", "peak_memory_mib", "samples_per_second"}
+    assert 0 < cost["fit_seconds"] < cost["wall_seconds"]
+    assert cost["peak_memory_mib"] > 100  # Keras and JAX alone take more
 
-    reports = first / "reports" / "train"
+    reports = first / SEED_REPORTS.train.folder
     summary = json.loads((reports / "summary.json").read_text())
     assert summary["total_parameters"] == FEATURES * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10
     assert summary["first_sample_output_sum"] == pytest.approx(1.0, abs=1e-5)
@@ -245,7 +270,7 @@ def test_training_twice_gives_bit_identical_outputs_and_another_seed_others(
     tsv = (reports / "live/plots/metrics/train/loss.tsv").read_text().splitlines()
     assert tsv[0] == "step\tloss"
     assert [line.split("\t")[0] for line in tsv[1:]] == ["1", "2"]  # epochs count from 1
-    classifier = load_classifier(first / "data" / "model")
+    classifier = load_classifier(first / MODEL)
     assert classifier.model.count_params() == summary["total_parameters"]
 
 
@@ -281,7 +306,7 @@ def test_a_backend_other_than_the_params_one_is_refused_in_one_line(project: Pat
         "KERAS_BACKEND as it loads; run KERAS_BACKEND=jax python -m stages train ..., as "
         "dvc.yaml does"
     )
-    assert not (project / "data" / "model").exists()
+    assert not (project / MODEL).exists()
 
 
 @pytest.mark.integration
@@ -293,7 +318,7 @@ def test_the_compilation_cache_changes_no_bit_of_the_results(project: Path, tmp_
         run_train(project, name, environment={"JAX_COMPILATION_CACHE_DIR": setting})
         if name == "cold":
             assert any(cache.iterdir())  # the compiled steps are there
-    for relative in ("data/model/model.keras", "reports/train/history.json"):
+    for relative in (f"{MODEL}/model.keras", f"{REPORTS}/history.json"):
         off, cold, warm = ((project / name / relative).read_bytes()
                            for name in ("off", "cold", "warm"))  # fmt: skip
         assert off == cold == warm, relative

@@ -1,10 +1,13 @@
-"""Summarize a DVC sweep over seeds: validation accuracy per setting, mean and spread.
+"""Summarize a DVC sweep: each setting's validation accuracy with its interval, the best marked.
 
-Reads ``dvc exp show --json`` (every finished experiment, of every commit) and groups
-the experiments by the params given, each group's validation accuracies (of the kept
-model) over its training seeds:
+Reads ``dvc exp show --json`` (every finished experiment, of every commit), one row per
+experiment: the params given, its seeds (train.seeds), the mean validation accuracy
+over them with its 95 % interval (the aggregate stage's), and what its trainings cost.
+The best mean is marked ``best``; every experiment that the paired comparison
+(cifar10-compare, over the same images and seeds) cannot tell from it is marked ``~``;
+an unmarked one is worse. Each experiment's predictions are read from DVC's cache:
 
-    python -m tools.sweep_table train.batch_size train.learning_rate train.epochs
+    python -m tools.sweep_table train.batch_size train.learning_rate
     python -m tools.sweep_table train.weight_decay --where train.batch_size=512
     python -m tools.sweep_table train.epochs --rev HEAD   # experiments on one commit only
 """
@@ -13,24 +16,45 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
-from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+from cifar10.compare import load_run
+from cifar10.uncertainty import Run, compare_runs
 
 METRICS_FILE = "reports/metrics.json"
+COST_FILE = "reports/cost.json"
 
 
-def finished_experiments(shown: list[dict]) -> Iterator[tuple[dict, dict]]:
-    """Yield (params, metrics) of each experiment that ran to the end."""
+@dataclass(frozen=True)
+class Experiment:
+    """A finished experiment as `dvc exp show` records it."""
+
+    name: str
+    rev: str
+    params: dict
+    metrics: dict
+    cost: dict
+
+
+def finished_experiments(shown: list[dict]) -> Iterator[Experiment]:
+    """Yield each experiment that ran to the end."""
     for baseline in shown:
         for experiment in baseline.get("experiments") or []:
             for revision in experiment["revs"]:
                 data = revision.get("data") or {}
-                metrics = (data.get("metrics") or {}).get(METRICS_FILE, {}).get("data")
+                metrics = data.get("metrics") or {}
+                accuracy = metrics.get(METRICS_FILE, {}).get("data")
                 # Queued and running experiments show as "workspace", with no timestamp.
-                if metrics and data.get("timestamp") and data.get("rev") != "workspace":
-                    yield data["params"]["params.yaml"]["data"], metrics
+                if accuracy and data.get("timestamp") and data.get("rev") != "workspace":
+                    yield Experiment(
+                        name=revision.get("name") or data["rev"][:7],
+                        rev=data["rev"],
+                        params=data["params"]["params.yaml"]["data"],
+                        metrics=accuracy,
+                        cost=metrics.get(COST_FILE, {}).get("data") or {},
+                    )
 
 
 def param(params: dict, key: str) -> object:
@@ -39,19 +63,50 @@ def param(params: dict, key: str) -> object:
     return params[section][name]
 
 
-def sweep_table(shown: list[dict], keys: Sequence[str], where: dict[str, str]) -> list[str]:
-    """One line per setting of ``keys``: mean, spread (max - min) and seeds of its runs."""
-    groups: dict[tuple, list[tuple[int, float]]] = defaultdict(list)
-    for params, metrics in finished_experiments(shown):
-        if all(str(param(params, key)) == value for key, value in where.items()):
-            setting = tuple(param(params, key) for key in keys)
-            groups[setting].append((params["train"]["seed"], metrics["validation"]["accuracy"]))
-    lines = [" | ".join([*keys, "runs", "validation accuracy: mean", "spread", "seeds"])]
-    for setting, runs in sorted(groups.items(), key=lambda item: [str(v) for v in item[0]]):
-        accuracies = [accuracy for _, accuracy in runs]
-        seeds = ", ".join(str(seed) for seed, _ in sorted(runs))
-        cells = [*map(str, setting), str(len(runs)), f"{statistics.fmean(accuracies):.4f}",
-                 f"{max(accuracies) - min(accuracies):.4f}", seeds]  # fmt: skip
+def order(value: object) -> tuple[bool, float | str]:
+    """Sort numbers by value, before anything else by its text."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return (not number, value if number else str(value))
+
+
+def sweep_table(
+    shown: list[dict],
+    keys: Sequence[str],
+    where: dict[str, str],
+    load: Callable[[str], Run],
+) -> list[str]:
+    """One line per experiment: its setting, seeds, accuracy with interval, cost, mark.
+
+    ``load`` gives an experiment's per-seed validation correctness from its revision.
+    """
+    chosen = [
+        experiment
+        for experiment in finished_experiments(shown)
+        if all(str(param(experiment.params, key)) == value for key, value in where.items())
+    ]
+    header = [*keys, "seeds", "validation accuracy [95 % interval]", "fit s", "", "experiment"]
+    lines = [" | ".join(header)]
+    if not chosen:
+        return lines
+    best = max(chosen, key=lambda experiment: experiment.metrics["validation"]["accuracy"])
+    best_run = load(best.rev)
+    for experiment in sorted(
+        chosen, key=lambda item: [order(param(item.params, key)) for key in keys]
+    ):
+        validation = experiment.metrics["validation"]
+        if experiment is best:
+            mark = "best"
+        else:
+            verdict = compare_runs(best_run, load(experiment.rev)).verdict
+            mark = "~" if verdict.startswith("not distinguishable") else ""
+        cells = [
+            *(str(param(experiment.params, key)) for key in keys),
+            ", ".join(map(str, experiment.params["train"]["seeds"])),
+            f"{validation['accuracy']:.4f} [{validation['low']:.4f}, {validation['high']:.4f}]",
+            f"{experiment.cost.get('fit_seconds', float('nan')):.1f}",
+            mark,
+            experiment.name,
+        ]
         lines.append(" | ".join(cells))
     return lines
 
@@ -61,7 +116,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("keys", nargs="+", help="params to group by, as section.key")
+    parser.add_argument("keys", nargs="+", help="params to show, as section.key")
     parser.add_argument(
         "--where", action="append", default=[], help="only runs with section.key=value"
     )
@@ -79,7 +134,7 @@ def main() -> None:
             check=True,
         ).stdout
     )
-    print("\n".join(sweep_table(shown, arguments.keys, where)))
+    print("\n".join(sweep_table(shown, arguments.keys, where, lambda rev: load_run(rev)[0])))
 
 
 if __name__ == "__main__":

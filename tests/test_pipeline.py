@@ -86,10 +86,10 @@ def test_changing_epochs_reruns_training_and_diffs_both_revisions(reproduced: Pa
     assert "test.loss" in metrics_diff["reports/metrics.json"]
 
     data = json.loads(run(["dvc", "plots", "diff", "HEAD", "--json"], project).stdout)["data"]
-    for name in ("Loss per epoch", "Test confusion matrix"):
+    for name in ("Loss per epoch, every seed", "Test confusion matrix"):
         assert name in data, sorted(data)
     assert {"HEAD", "workspace"} <= {
-        rev for entry in data["Loss per epoch"] for rev in entry.get("revisions", [])
+        rev for entry in data["Loss per epoch, every seed"] for rev in entry.get("revisions", [])
     }
 
 

@@ -56,7 +56,9 @@ COVERAGE = {
         "dvc exp run --queue -S 'train.learning_rate=",
         "dvc queue start",
         "dvc queue status",
+        "dvc exp run -S 'train.seeds=",
         "dvc exp show --only-changed",
+        "cifar10-compare <experiment> main",
         "dvc exp diff main <experiment>",
         "dvc metrics diff",
         "dvc params diff",
@@ -94,6 +96,12 @@ COVERAGE = {
         ".venv/bin/python benchmarks/scale_out.py data/prepared --epochs 4",
         ".venv/bin/python benchmarks/scale_out.py data/prepared --epochs 4 --set",
     ),
+    "test_a_sweep_shared_by_two_machines": (
+        "dvc exp run --name epochs-25",
+        "dvc exp push --run-cache origin epochs-25",
+        "dvc exp pull --all-commits --run-cache origin",
+        "python -m tools.sweep_table train.epochs",
+    ),
     "test_the_benchmark": (".venv/bin/python benchmarks/run.py",),
     "test_the_fast_tests_pass_after_a_users_baseline": (".venv/bin/pytest",),
     # .ci/run runs these three; `make test` is also the README's second command.
@@ -113,7 +121,7 @@ SUBSTITUTIONS = {
     "/path/to/cifar-10-python.tar.gz": "{archive}",
     "<experiment>": "{experiment}",
     "<repository>": "{origin}",
-    "path/to/model": "data/model",
+    "path/to/model": "data/models/42",
     "/mnt/shared/cifar10-dvc-remote": "{tmp}/remote-on-a-share",
     "s3://my-bucket/cifar10-dvc": "{tmp}/shared-remote",
     "a:12345,b:12345": "{addresses}",
@@ -330,16 +338,23 @@ def only_remote_free_scripts(html: str) -> None:
 
 def compare(shell: Shell, project: Path) -> None:
     """Step 3 of the README's everyday use, on the experiments run so far."""
+    # Two more seeds: only they train (seed 42 of these params comes from the run-cache).
+    seeds = shell.run("dvc exp run -S 'train.seeds=").stdout
+    assert re.findall(r"Running stage '(train@\d+)'", seeds) == ["train@7", "train@1"]
+    assert "(t over 3 seeds)" in seeds
     # --only-changed hides a column that is the same in every row, as the tiny archive's
     # accuracies may all be: one barely trained experiment whose metrics differ.
     run(["dvc", "exp", "run", "-S", "train.epochs=2", "-S", "train.learning_rate=1e-6"], project)
     table = shell.run("dvc exp show --only-changed", environment={"COLUMNS": "120"}).stdout
     header = table.splitlines()[1]
-    for column in ("Experiment", "validation.accuracy", "test.accuracy", "train.learning_rate"):
+    for column in ("Experiment", "validation.accuracy", "validation.low", "test.accuracy",
+                   "fit_seconds", "train.learning_rate"):  # fmt: skip
         assert column in header, table
     assert "…" not in table, table  # nothing cut to fit
     assert max(len(line) for line in table.splitlines()) <= 120
 
+    compared = shell.run("cifar10-compare <experiment> main").stdout
+    assert "verdict: " in compared
     diff = shell.run("dvc exp diff main <experiment>").stdout
     assert "train." in diff
     shell.run("dvc metrics diff")
@@ -350,9 +365,9 @@ def compare(shell: Shell, project: Path) -> None:
     only_remote_free_scripts((project / "dvc_plots" / "index.html").read_text())
     # One of the plots, rendered offline from the very spec DVC puts on the page.
     plots = json.loads(run(["dvc", "plots", "show", "--json"], project).stdout)["data"]
-    spec = plots["Accuracy per epoch"][0]["content"]
+    spec = plots["Accuracy per epoch, every seed"][0]["content"]
     svg = vl_convert.vegalite_to_svg(spec, vl_version="5.21")
-    assert "Accuracy per epoch" in svg
+    assert "Accuracy per epoch, every seed" in svg
     assert svg.count("<path") > 10
 
 
@@ -361,14 +376,16 @@ def summarize_the_sweep(shell: Shell, project: Path) -> None:
     sweep = shell.run("python -m tools.sweep_table").stdout
     assert "0.002" in sweep
     assert "0.004" in sweep
+    assert " | best | " in sweep
     frontier = shell.run("python -m tools.frontier").stdout
     assert frontier.startswith("wrote ")
     rows = (project / "benchmarks" / "frontier.tsv").read_text().splitlines()
-    assert rows[0].split("\t") == ["train.epochs", "runs", "validation_accuracy", "spread",
+    assert rows[0].split("\t") == ["train.epochs", "seeds", "validation_accuracy",
                                    "repro_seconds"]  # fmt: skip
     # `dvc exp run -S train.epochs=40` left 40 in the workspace's params, which the queued
-    # experiments start from: one setting, of the 3 queued and the one run outside the queue.
-    assert [row.split("\t")[:2] for row in rows[1:]] == [["40", "4"]]
+    # experiments start from: 4 experiments of one seed, and one of 3 seeds (compare);
+    # then compare's 2 epochs, with those 3 seeds.
+    assert [row.split("\t")[:2] for row in rows[1:]] == [["2", "3"], ["40", "7"]]
 
 
 @pytest.mark.e2e
@@ -411,13 +428,13 @@ def test_everyday_use(
 
     recipe = shell.run("dvc exp run -S prepare.scaling=unit").stdout
     assert "prepared train 160, validation 40, test 40 images (unit scaling)" in recipe
-    # The sweep of "How the defaults were chosen": queued, not run (45 experiments).
+    # The sweep of "How the defaults were chosen": queued, not run (15 experiments of 3 seeds).
     shell.run("dvc exp run --queue -S 'train.batch_size=128,256,512'")
-    assert shell.run("dvc queue status").stdout.count("Queued") == 45
+    assert shell.run("dvc queue status").stdout.count("Queued") == 15
     run(["dvc", "queue", "remove", "--queued"], project)
-    # The frontier's sweep, likewise queued only (12 experiments).
+    # The frontier's sweep, likewise queued only (4 experiments of 3 seeds).
     shell.run("dvc exp run --queue -S 'train.epochs=20,25,30,40'")
-    assert shell.run("dvc queue status").stdout.count("Queued") == 12
+    assert shell.run("dvc queue status").stdout.count("Queued") == 4
     run(["dvc", "queue", "remove", "--queued"], project)
     shell.check_all_ran()
 
@@ -458,7 +475,7 @@ def test_using_the_model(reproduced: Path, tmp_path: Path, tiny_archive: Path) -
     shell.run("dvc artifacts get <repository> cifar10-mlp --stage")
     for fetched in ("model-v0.0.1", "model-prod"):
         assert sorted(path.name for path in (project / fetched).iterdir()) == sorted(
-            path.name for path in (project / "data" / "model").iterdir()
+            path.name for path in (project / "data" / "models" / "42").iterdir()
         )
     from_the_registry = shell.run("cifar10-predict --model model-prod").stdout
     assert from_the_registry == three[0] + "\n"
@@ -546,4 +563,43 @@ def test_the_fast_tests_pass_after_a_users_baseline(tmp_path: Path) -> None:
     shell = Shell("test_the_fast_tests_pass_after_a_users_baseline", clone, {})
     result = shell.run(".venv/bin/pytest", check=False)
     assert result.returncode == 0, result.stdout[-5000:]
+    shell.check_all_ran()
+
+
+@pytest.mark.e2e
+def test_a_sweep_shared_by_two_machines(
+    reproduced: Path, tmp_path: Path, tiny_archive: Path
+) -> None:
+    first = with_tools(reproduced)
+    origin = tmp_path / "origin.git"
+    run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], tmp_path)
+    # Both machines reach one DVC remote (committed) and one git remote.
+    run(["dvc", "remote", "remove", "--local", "local"], first)
+    run(["dvc", "remote", "add", "-d", "shared", str(tmp_path / "shared-storage")], first)
+    run(["git", "add", "-A"], first)
+    run(["git", "commit", "-qm", "baseline with a shared DVC remote"], first)
+    run(["git", "remote", "add", "origin", str(origin)], first)
+    run(["git", "push", "-q", "origin", "main"], first)
+    run(["dvc", "push", "--run-cache"], first)
+    second = tmp_path / "second"
+    run(["git", "clone", "-q", str(origin), str(second)], tmp_path)
+    run(["dvc", "pull", "--run-cache"], second)
+    shell = Shell("test_a_sweep_shared_by_two_machines", first,
+                  values_for(first, tmp_path, tiny_archive, origin=str(origin)))  # fmt: skip
+
+    shell.run("dvc exp run --name epochs-25")
+    shell.run("dvc exp push --run-cache origin epochs-25")
+    # Machine b's share, as the page says it.
+    run(["dvc", "exp", "run", "--name", "epochs-30", "-S", "train.epochs=30"], second)
+    run(["dvc", "exp", "push", "--run-cache", "origin", "epochs-30"], second)
+    shell.run("dvc exp pull --all-commits --run-cache origin")
+    table = shell.run("python -m tools.sweep_table train.epochs").stdout.splitlines()
+    assert [line.split(" | ")[0] for line in table[1:]] == ["25", "30"]
+    assert sum(" | best | " in line for line in table) == 1
+
+    # The second machine meets the first's setting: restored, not trained.
+    run(["dvc", "exp", "pull", "--run-cache", "origin", "epochs-25"], second)
+    again = run(["dvc", "exp", "run", "-S", "train.epochs=25"], second).stdout
+    assert "Stage 'train@42' is cached - skipping run, checking out outputs" in again
+    assert "Running stage 'train@42'" not in again
     shell.check_all_ran()

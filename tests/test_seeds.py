@@ -1,7 +1,5 @@
-"""Seeds as a DVC matrix, paired comparisons of revisions, and a sweep shared by two machines.
-
-Real dvc in copies of the project on the tiny synthetic archive.
-"""
+"""Seeds as a DVC matrix and paired comparisons of revisions: real dvc in copies of the
+project on the tiny synthetic archive (tests/test_readme.py shares a sweep between two)."""
 
 from __future__ import annotations
 
@@ -58,43 +56,3 @@ def test_compare_pairs_two_revisions_and_an_experiment(reproduced: Path) -> None
     wrong = run(["cifar10-compare", "HEAD", "no-such-revision"], reproduced, check=False)
     assert wrong.returncode == 1
     assert wrong.stderr.startswith("error: no-such-revision: cannot read dvc.yaml")
-
-
-def test_two_machines_share_a_sweep_through_git_and_dvc_remotes(
-    reproduced: Path, tmp_path: Path
-) -> None:
-    first = reproduced
-    origin = tmp_path / "origin.git"
-    run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], tmp_path)
-    # A DVC remote both machines reach, committed, and the git remote they share.
-    run(["dvc", "remote", "remove", "--local", "local"], first)
-    run(["dvc", "remote", "add", "-d", "shared", str(tmp_path / "shared-storage")], first)
-    commit(first, "baseline with a shared DVC remote")
-    run(["git", "remote", "add", "origin", str(origin)], first)
-    run(["git", "push", "-q", "origin", "main"], first)
-    run(["dvc", "push", "--run-cache"], first)
-    second = tmp_path / "second"
-    run(["git", "clone", "-q", str(origin), str(second)], tmp_path)
-    run(["dvc", "pull"], second)
-
-    # Each machine runs its share of the grid and pushes it, run-cache included.
-    for project, epochs in ((first, 4), (second, 5)):
-        run(["dvc", "exp", "run", "--name", f"epochs-{epochs}", "-S", f"train.epochs={epochs}"],
-            project)  # fmt: skip
-        run(["dvc", "exp", "push", "--run-cache", "origin", f"epochs-{epochs}"], project)
-    # One pull collects the whole sweep.
-    run(["dvc", "exp", "pull", "--run-cache", "origin", "epochs-5"], first)
-    shown = json.loads(run(["dvc", "exp", "show", "--json"], first).stdout)
-    names = {
-        revision.get("name")
-        for baseline in shown
-        for experiment in baseline.get("experiments") or []
-        for revision in experiment["revs"]
-    }
-    assert {"epochs-4", "epochs-5"} <= names
-    compared = run(["cifar10-compare", "epochs-4", "epochs-5"], first).stdout
-    assert "verdict: " in compared
-    # The second machine reuses what the first computed instead of training it again.
-    run(["dvc", "exp", "pull", "--run-cache", "origin", "epochs-4"], second)
-    again = run(["dvc", "exp", "run", "-S", "train.epochs=4"], second).stdout
-    assert f"Stage 'train@{SEED}' is cached - skipping run, checking out outputs" in again

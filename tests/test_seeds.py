@@ -4,6 +4,7 @@ project on the tiny synthetic archive (tests/test_readme.py shares a sweep betwe
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -34,10 +35,11 @@ def test_adding_a_seed_trains_it_alone_and_removing_one_trains_nothing(reproduce
     assert stages_run(removed) == {"params", "aggregate", "plots"}
     assert metrics(reproduced)["validation"]["n"] == 2
 
-    # Back again: DVC's run-cache restores seed 7's training instead of running it.
+    # Back again: its training is not run again (its outputs are still in the workspace,
+    # and in DVC's run-cache).
     update_params(reproduced, {"train": {"seeds": [SEED, 1, 7]}})
     back = run(["dvc", "repro"], reproduced).stdout
-    assert "Stage 'train@7' is cached - skipping run, checking out outputs" in back
+    assert re.search(r"Stage 'train@7' (is cached|didn't change)", back), back
     assert not {"train@7", "evaluate@7"} & stages_run(back)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -202,7 +203,7 @@ def test_params_rewritten_by_a_concurrent_exp_run_fail_the_stage_and_nothing_is_
     # It rewrites params.yaml, then finds the repository locked by the run going on.
     concurrent = run(["dvc", "exp", "run", "-S", "train.epochs=2"], reproduced, check=False)
     assert concurrent.returncode != 0
-    assert "epochs: 2\n" in (reproduced / "params.yaml").read_text()
+    assert re.search(r"^  epochs: 2\b", (reproduced / "params.yaml").read_text(), re.MULTILINE)
     output, _ = process.communicate(timeout=300)
     assert process.returncode != 0
     (line,) = [line for line in output.splitlines() if "changed while the stage ran" in line]

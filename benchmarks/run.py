@@ -278,7 +278,7 @@ def main() -> None:
     for repetition, seed in enumerate(SEEDS[: arguments.repetitions], start=1):
         print(f"repetition {repetition}: notebook recipe ...", flush=True)
         recipes.append(run_recipe(arguments.archive))
-        print(f"repetition {repetition}: dvc pipeline, train.seed {seed} ...", flush=True)
+        print(f"repetition {repetition}: dvc pipeline, train.seeds [{seed}] ...", flush=True)
         pipelines.append(run_pipeline(arguments.archive, seed))
 
     def column(runs: list[dict[str, float]], key: str) -> str:
@@ -287,7 +287,7 @@ def main() -> None:
     machine = platform.processor() or platform.machine()
     seeds = ", ".join(map(str, SEEDS[: arguments.repetitions]))
     print(f"\narchive {arguments.archive} ({archive_mb:.1f} MB); {machine}, {os.cpu_count()} "
-          f"cores; {arguments.repetitions} repetition(s), train.seed {seeds}: "
+          f"cores; {arguments.repetitions} repetition(s), one seed each, {seeds}: "
           "mean (min-max)\n")  # fmt: skip
     rows = [(f"{stage}: seconds", f"{stage}_seconds") for stage in STAGES]
     rows += [

@@ -283,6 +283,17 @@ class Split:
             raise ValueError(f"images must have {FEATURES} columns, got {self.images.shape}")
         if self.labels.shape != (len(self.images),):
             raise ValueError(f"{len(self.images)} images but labels of shape {self.labels.shape}")
+        check_labels(self.labels)
+
+
+def check_labels(labels: np.ndarray) -> None:
+    """Refuse labels that are not uint8 class indices (a -1 would wrap into class 9)."""
+    if labels.dtype != np.uint8:
+        raise ValueError(f"labels must be uint8 class indices, got {labels.dtype}")
+    if labels.size and int(labels.max()) >= len(CLASS_NAMES):
+        raise ValueError(
+            f"labels must be class indices 0 to {len(CLASS_NAMES) - 1}, got {int(labels.max())}"
+        )
 
 
 @dataclass(frozen=True)

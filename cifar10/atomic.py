@@ -18,6 +18,8 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from cifar10.errors import OutputError, machine_fault
+
 _TEMPORARY = ".tmp-"
 _PREVIOUS = ".old-"
 
@@ -118,9 +120,13 @@ def atomic_outputs(
         if before_commit is not None:
             before_commit()
         _commit(staged)
-    except BaseException:
+    except BaseException as error:
         for temporary in staged.values():
             _remove(temporary)
+        # A full disk (say) fails a write() or close() with no file name: name the outputs.
+        fault = machine_fault(error, f"writing {', '.join(map(str, targets))}")
+        if fault is not None and getattr(error, "filename", None) is None:
+            raise OutputError(fault) from error
         raise
 
 

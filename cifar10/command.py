@@ -4,18 +4,22 @@ The stages (``python -m stages <stage>``, as dvc.yaml runs them) and ``cifar10-p
 all come through :func:`run`. It sets the environment the libraries read as they load
 (unless the user set it), then imports the command's module and runs its ``main``, so
 that every failure meets one handler: an expected one (bad params, a missing or damaged
-input, a failed check) ends with one ``error:`` line naming the file or key and what to
-do, and status 1; Ctrl-C, at any moment (while the libraries load too), with one line
-and status 130. Under ``dvc repro`` and ``dvc exp run``, DVC deletes a stage's outputs
-before running it; a last line then names them and the command that puts them back.
-Nothing is half-written either way: outputs are written atomically (cifar10/atomic.py).
+input, a failed check, a full disk) ends with one ``error:`` line naming the file or key
+and what to do, and status 1; Ctrl-C, at any moment (while the libraries load too), with
+one line and status 130; SIGTERM and SIGHUP (a CI cancel, ``timeout``, a closed
+terminal), once the command runs, the same way with status 143 and 129. Under ``dvc
+repro`` and ``dvc exp run``, DVC deletes a stage's outputs before running it; a last line
+then names them and the command that puts them back. Nothing is half-written either way:
+outputs are written atomically (cifar10/atomic.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Mapping, MutableMapping, Sequence
@@ -24,9 +28,24 @@ from pathlib import Path
 import platformdirs
 from ruamel.yaml import YAML, YAMLError
 
-from cifar10.errors import ParamsError, PipelineError
+from cifar10.errors import ParamsError, PipelineError, machine_fault
 
 INTERRUPTED_STATUS = 130  # 128 + SIGINT, as shells report an interrupted command
+BROKEN_PIPE_STATUS = 141  # 128 + SIGPIPE, as a Unix tool ends when its reader goes away
+# Signals that end a command as Ctrl-C does: outputs left as they were, one line.
+TERMINATING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+class Terminated(KeyboardInterrupt):
+    """A terminating signal, raised where the program is, so that it unwinds as Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    raise Terminated(signum)
 
 
 def library_settings(cache_root: Path) -> dict[str, str]:
@@ -97,10 +116,17 @@ def params_left_by_dvc(environ: Mapping[str, str], root: Path = Path()) -> str:
     )
 
 
-def _fail(message: str, status: int, environ: Mapping[str, str], hint: str = "") -> int:
+def _fail(
+    message: str,
+    status: int,
+    environ: Mapping[str, str],
+    hint: str = "",
+    *,
+    interrupted: bool = False,
+) -> int:
     """Print ``message`` as ``error:`` lines, then ``hint``, then what DVC removed."""
     removed = outputs_removed_by_dvc(environ)
-    if status == INTERRUPTED_STATUS and not removed:
+    if interrupted and not removed:
         message += "; no output was changed"
     if hint:
         message += f"\n{hint}"
@@ -120,21 +146,40 @@ def run(module: str, argv: Sequence[str], environ: MutableMapping[str, str] = os
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     for name in ("stages", "cifar10"):
         logging.getLogger(name).setLevel(logging.INFO)
+    previous = {signum: signal.signal(signum, _terminate) for signum in TERMINATING_SIGNALS}
     try:
         importlib.import_module(module).main(argv)
+    except BrokenPipeError:
+        # What read the output went away (`cifar10-predict *.png | head`): end quietly,
+        # closing stdout so that Python's own flush at exit finds nothing to write.
+        with contextlib.suppress(BrokenPipeError):
+            sys.stdout.close()
+        return BROKEN_PIPE_STATUS
     except (Exception, KeyboardInterrupt) as error:  # each is reported by _failed
         return _failed(error, environ)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return 0
 
 
 def _failed(error: BaseException, environ: Mapping[str, str]) -> int:
     """Report the exception being handled; return the command's exit status."""
     if isinstance(error, KeyboardInterrupt):
-        return _fail("interrupted", INTERRUPTED_STATUS, environ)
+        # 128 + the signal's number, as shells report a command a signal ended.
+        message, status = (
+            (f"terminated by {error}", 128 + error.signum)
+            if isinstance(error, Terminated)
+            else ("interrupted", INTERRUPTED_STATUS)
+        )
+        return _fail(message, status, environ, interrupted=True)
     if isinstance(error, ParamsError):
         return _fail(str(error), 1, environ, params_left_by_dvc(environ))
     if isinstance(error, PipelineError):
         return _fail(str(error), 1, environ)
+    fault = machine_fault(error)
+    if fault is not None:
+        return _fail(fault, 1, environ)
     if isinstance(error, OSError) and error.filename is not None:
         return _fail(f"{error.filename}: {error.strerror or error}", 1, environ)
     return _bug(environ)  # not about a file, or any other exception: a bug

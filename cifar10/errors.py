@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
+
+# What a user's machine can do to a read or a write, and what to do about it.
+MACHINE_FAULTS = {
+    errno.ENOSPC: "free space on that disk, then run again",
+    errno.EDQUOT: "free space within your disk quota, then run again",
+    errno.EFBIG: "the file system or `ulimit -f` caps file sizes; raise the limit, then run again",
+    errno.EROFS: "the file system is read-only; make it writable, then run again",
+    errno.EIO: "the disk or network file system failed; check it, then run again",
+}
 
 
 class PipelineError(Exception):
@@ -27,6 +37,23 @@ class InputError(PipelineError):
             message += f"; run `dvc repro {stage}` to write it again"
         super().__init__(message)
         self.path = path
+
+
+def machine_fault(error: BaseException, writing: str | None = None) -> str | None:
+    """One line for an OSError a machine causes (a full disk, say); None for any other.
+
+    It names the error's file, else ``writing`` (what was being written), and what to do.
+    """
+    if not isinstance(error, OSError) or error.errno not in MACHINE_FAULTS:
+        return None
+    where = error.filename if error.filename is not None else writing
+    reason = error.strerror or errno.errorcode[error.errno]
+    line = f"{reason}; {MACHINE_FAULTS[error.errno]}"
+    return f"{where}: {line}" if where else line
+
+
+class OutputError(PipelineError):
+    """A machine fault while a stage wrote its outputs (cifar10/atomic.py)."""
 
 
 class ParamsError(PipelineError):

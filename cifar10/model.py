@@ -206,7 +206,18 @@ def _check_sizes(path: Path, stage: str | None) -> None:
 
 
 def _unusable(model: keras.Model) -> str | None:
-    """Name a layer whose weights or constants are not finite (or variances not positive)."""
+    """Say what makes a loaded model unusable, or return None.
+
+    Outputs that are not class probabilities (the last layer not a softmax), or a layer
+    whose weights or constants are not finite (or variances not positive).
+    """
+    last = model.layers[-1] if model.layers else None
+    activation = last.get_config().get("activation") if last is not None else None
+    if activation != "softmax":
+        return (
+            f"its last layer's activation is {activation!r}, not 'softmax': its outputs are "
+            "not class probabilities"
+        )
     for layer in model.layers:
         values = [keras.ops.convert_to_numpy(weight) for weight in layer.weights]
         if isinstance(layer, layers.Normalization):

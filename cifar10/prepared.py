@@ -13,7 +13,7 @@ from typing import Literal
 
 import numpy as np
 
-from cifar10.archive import Split
+from cifar10.archive import Split, check_labels
 from cifar10.errors import InputError
 from cifar10.files import read_array
 from cifar10.preprocessing import Preprocessing
@@ -46,18 +46,26 @@ def read_preprocessing(directory: Path) -> Preprocessing:
     return Preprocessing.load(directory, STAGE)
 
 
-def _checked_split(path: Path, inputs: np.ndarray, labels: np.ndarray) -> Split:
+def _checked_split(
+    inputs_file: Path, labels_file: Path, inputs: np.ndarray, labels: np.ndarray
+) -> Split:
+    try:
+        check_labels(labels)
+    except ValueError as error:
+        raise InputError(labels_file, f"not a prepared split's labels ({error})", STAGE) from None
+    if len(labels) == 0:
+        raise InputError(labels_file, "an empty split: no image to train or score on", STAGE)
     try:
         return Split(inputs, labels)
     except ValueError as error:
-        raise InputError(path, f"not a prepared split ({error})", STAGE) from None
+        raise InputError(inputs_file, f"not a prepared split ({error})", STAGE) from None
 
 
 def read_split(directory: Path, split: SplitName) -> Split:
     """One split's uint8 images and labels."""
     images_file, labels_file, _ = _files(directory, split)
     return _checked_split(
-        images_file, read_array(images_file, STAGE), read_array(labels_file, STAGE)
+        images_file, labels_file, read_array(images_file, STAGE), read_array(labels_file, STAGE)
     )
 
 
@@ -66,5 +74,5 @@ def read_model_inputs(directory: Path, split: SplitName, preprocessing: Preproce
     images_file, labels_file, codes_file = _files(directory, split)
     inputs_file = codes_file if preprocessing.encodes_images else images_file
     return _checked_split(
-        inputs_file, read_array(inputs_file, STAGE), read_array(labels_file, STAGE)
+        inputs_file, labels_file, read_array(inputs_file, STAGE), read_array(labels_file, STAGE)
     )

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
 import pytest
 
 from cifar10.atomic import atomic_outputs, json_text, remove_leftovers
-from cifar10.errors import PipelineError
+from cifar10.errors import OutputError, PipelineError
 
 
 def write_both(first: Path, second: Path, text: str) -> None:
@@ -143,3 +144,28 @@ def test_a_run_still_writing_keeps_its_temporary_outputs(tmp_path: Path) -> None
 
 def test_reports_are_indented_json_ending_in_a_newline() -> None:
     assert json_text({"a": [1, 2]}) == '{\n  "a": [\n    1,\n    2\n  ]\n}\n'
+
+
+def test_a_full_disk_names_the_outputs_being_written_and_leaves_nothing(tmp_path: Path) -> None:
+    first, second = tmp_path / "metrics.json", tmp_path / "figures"
+
+    def full_disk() -> None:
+        with atomic_outputs(first, second) as (staged, _):
+            staged.write_text("{")
+            # What write() or close() raises on a full disk: an errno, no file name.
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OutputError) as caught:
+        full_disk()
+    assert str(caught.value) == (
+        f"writing {first}, {second}: No space left on device; free space on that disk, "
+        "then run again"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_os_error_naming_its_file_passes_through(tmp_path: Path) -> None:
+    target = tmp_path / "metrics.json"
+    with pytest.raises(OSError, match="Read-only") as caught, atomic_outputs(target):
+        raise OSError(errno.EROFS, "Read-only file system", str(target))
+    assert not isinstance(caught.value, OutputError)

@@ -7,6 +7,9 @@ meet, met in this process. tests/test_faults.py has a stage's real faults as a p
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import subprocess
 import sys
 import textwrap
 import uuid
@@ -14,10 +17,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import run_stage, write_params
+from helpers import REPOSITORY, run_stage, write_params
 
 import stages.__main__
 from cifar10.command import (
+    BROKEN_PIPE_STATUS,
     INTERRUPTED_STATUS,
     library_settings,
     outputs_removed_by_dvc,
@@ -80,6 +84,7 @@ def under_dvc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]
 def raising(error: str) -> str:
     """A command module whose main raises ``error`` (Python source)."""
     return f"""\
+        import errno
         from pathlib import Path
         from cifar10.errors import InputError, PipelineError
 
@@ -209,6 +214,62 @@ def test_ctrl_c_under_dvc_names_what_dvc_removed(
     assert error_lines(capsys) == ["error: interrupted", REMOVED]
 
 
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_sigterm_and_sighup_end_a_command_as_ctrl_c_does(
+    command: Callable[[str], str],
+    capsys: pytest.CaptureFixture[str],
+    signum: signal.Signals,
+    status: int,
+) -> None:
+    name = command(
+        "import os, signal, time\n"
+        "cleaned = []\n"
+        "def main(argv):\n"
+        "    try:\n"
+        f"        os.kill(os.getpid(), {int(signum)})\n"
+        "        time.sleep(30)\n"
+        "    finally:\n"
+        "        cleaned.append(True)\n"  # unwound, as atomic_outputs' cleanup is
+    )
+    before = signal.getsignal(signum)
+    assert run(name, [], {}) == status
+    assert sys.modules[name].cleaned == [True]
+    assert error_lines(capsys) == [f"error: terminated by {signum.name}; no output was changed"]
+    assert signal.getsignal(signum) == before  # the caller's handler is back
+
+
+def test_sigterm_under_dvc_names_what_dvc_removed(
+    command: Callable[[str], str], capsys: pytest.CaptureFixture[str], under_dvc: dict[str, str]
+) -> None:
+    name = command("import os, signal, time\ndef main(argv):\n    os.kill(os.getpid(), 15)\n"
+                   "    time.sleep(30)\n")  # fmt: skip
+    assert run(name, [], under_dvc) == 143
+    assert error_lines(capsys) == ["error: terminated by SIGTERM", REMOVED]
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        ('OSError(errno.ENOSPC, "No space left on device")',
+         "error: No space left on device; free space on that disk, then run again"),
+        ('OSError(errno.EFBIG, "File too large", "data/prepared/x.npy")',
+         ("error: data/prepared/x.npy: File too large; the file system or `ulimit -f` caps "
+          "file sizes; raise the limit, then run again")),
+        ('OSError(errno.EROFS, "Read-only file system", "reports")',
+         ("error: reports: Read-only file system; the file system is read-only; make it "
+          "writable, then run again")),
+        ('OSError(errno.EIO, "Input/output error")',
+         ("error: Input/output error; the disk or network file system failed; check it, "
+          "then run again")),
+    ],
+)  # fmt: skip
+def test_a_machine_fault_is_one_line_saying_what_to_do(
+    command: Callable[[str], str], capsys: pytest.CaptureFixture[str], error: str, line: str
+) -> None:
+    assert run(command(raising(error)), [], {}) == 1
+    assert error_lines(capsys) == [line]
+
+
 def test_an_os_error_about_a_file_is_one_line(
     command: Callable[[str], str], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -327,3 +388,22 @@ def test_a_failing_stage_process_under_dvc_ends_with_what_dvc_removed(tmp_path: 
             "`dvc checkout plots` puts back the versions dvc.lock records"
         ),
     ]
+
+
+@pytest.mark.integration
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> None:
+    # `cifar10-predict *.png | head`: head exits after its lines, as Unix tools expect.
+    (tmp_path / "chatty.py").write_text(
+        "def main(argv):\n    for index in range(200_000):\n        print(f'line {index}')\n"
+    )
+    code = "import sys; from cifar10.command import run; sys.exit(run('chatty', []))"
+    result = subprocess.run(
+        ["bash", "-c", f'"{sys.executable}" -c "{code}" | head -1; echo "${{PIPESTATUS[0]}}" >&2'],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPOSITORY}"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout == "line 0\n"
+    assert result.stderr == f"{BROKEN_PIPE_STATUS}\n"  # no traceback, no "Exception ignored"

@@ -2,7 +2,8 @@
 
 Every test runs a command (``python -m stages <stage>``, or ``cifar10-predict``) as a
 process: integration tests. Ctrl-C is handled by cifar10/command.py, which imports the
-stage's module inside the same ``try`` that runs it, so no signal handler is needed.
+stage's module inside the same ``try`` that runs it; SIGTERM and SIGHUP get a handler
+there that raises as Ctrl-C does.
 """
 
 from __future__ import annotations
@@ -66,6 +67,45 @@ def test_ctrl_c_says_interrupted_and_leaves_no_output(project: Path) -> None:
     assert process.returncode == INTERRUPTED_STATUS
     assert stderr.splitlines()[-1] == "error: interrupted; no output was changed"
     assert "Traceback" not in stderr
+    for output in TRAIN_OUTPUTS:
+        assert not (project / output).exists(), output
+    assert leftovers(project) == []
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_sigterm_and_sighup_end_training_as_ctrl_c_does(
+    project: Path, signum: signal.Signals, status: int
+) -> None:
+    process = start_training(project)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == status
+    assert stderr.splitlines()[-1] == f"error: terminated by {signum.name}; no output was changed"
+    assert "Traceback" not in stderr
+    for output in TRAIN_OUTPUTS:
+        assert not (project / output).exists(), output
+    assert leftovers(project) == []
+
+
+def test_a_file_size_limit_while_writing_the_model_is_one_line_naming_the_outputs(
+    project: Path,
+) -> None:
+    # `ulimit -f 64` (KiB): the model of these sizes, about 0.4 MB, cannot be written.
+    update_params(project, {"train": {"epochs": 1, "warmup_epochs": 0}})
+    command = " ".join([sys.executable, "-m", "stages", "train", *train_arguments()])
+    result = subprocess.run(
+        ["bash", "-c", f"ulimit -f 64; {command}"],
+        cwd=project,
+        env=command_environment(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith(f"error: writing {', '.join(TRAIN_OUTPUTS)}: File too large; ")
+    assert last.endswith("raise the limit, then run again")
+    assert "Traceback" not in result.stderr
     for output in TRAIN_OUTPUTS:
         assert not (project / output).exists(), output
     assert leftovers(project) == []

@@ -577,3 +577,18 @@ def test_any_damaged_model_folder_gives_a_consistent_classifier_or_one_line(
             check_consistent(classifier)
     assert "\n" not in message
     assert peak.bytes < TRACED_PEAK_BYTES
+
+
+def test_a_model_whose_outputs_are_not_probabilities_is_refused_in_one_line(
+    tmp_path: Path,
+) -> None:
+    # A linear last layer: predict would print "horse 634.1%", evaluate take logs of scores.
+    model = build_model(example_preprocessing(), [4], 10, "relu", 0.0, seed=0)
+    model.layers[-1].activation = keras.activations.linear
+    save_classifier(Classifier(model, CLASS_NAMES, example_preprocessing()), tmp_path / "model")
+    text = refusal(tmp_path / "model")
+    assert text == (
+        f"{tmp_path / 'model' / MODEL_FILE}: its last layer's activation is 'linear', not "
+        "'softmax': its outputs are not class probabilities; run `dvc repro train` to write "
+        "it again"
+    )

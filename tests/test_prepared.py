@@ -173,3 +173,33 @@ def test_identical_images_are_refused_for_zca_on_the_command_line(tmp_path: Path
     assert result.stderr.splitlines()[-1] == errors[0]
     assert not (workdir / "data").exists()
     assert not (workdir / "reports").exists()
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        # int64 with a -1: Keras' to_categorical would wrap it into class 9, silently.
+        (np.array([3, -1] * 20, dtype=np.int64), "labels must be uint8 class indices, got int64"),
+        (np.array([3, 12] * 20, dtype=np.uint8), "labels must be class indices 0 to 9, got 12"),
+        (np.array([3.0, 1.0] * 20), "labels must be uint8 class indices, got float64"),
+        (np.array([], dtype=np.uint8), "an empty split"),
+    ],
+    ids=["negative", "too large", "float", "empty"],
+)
+def test_tampered_labels_are_one_line_naming_the_labels_file(
+    prepared: Path, tmp_path: Path, labels: np.ndarray, message: str
+) -> None:
+    folder = tmp_path / "prepared"
+    folder.mkdir()
+    for path in prepared.iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    labels_file = folder / "validation_labels.npy"
+    np.save(labels_file, labels)
+    preprocessing = read_preprocessing(folder)
+    for read in (lambda: read_split(folder, "validation"),
+                 lambda: read_model_inputs(folder, "validation", preprocessing)):  # fmt: skip
+        with pytest.raises(InputError) as caught:
+            read()
+        assert str(caught.value).startswith(f"{labels_file}: ")
+        assert message in str(caught.value)
+        assert str(caught.value).endswith("; run `dvc repro prepare` to write it again")

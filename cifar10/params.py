@@ -369,6 +369,9 @@ def parse_params(text: str, source: str = str(PARAMS_FILE)) -> object:
         raise ParamsError(f"{source}: {where}{problem}; give each key once") from None
     except YAMLError as error:
         raise ParamsError(f"{source}: not valid YAML: {error}".replace("\n", " ")) from None
+    except RecursionError:
+        # ruamel.yaml composes nested collections recursively: a thousand levels of [[[...
+        raise ParamsError(f"{source}: nested too deeply to be params") from None
 
 
 def _describe(error: dict[str, Any], source: str) -> str:

@@ -466,3 +466,9 @@ def test_the_params_stage_records_a_valid_file_and_the_archive_identity(tmp_path
     assert (tmp_path / "out" / "valid.txt").read_text() == VALID_RECORD
     identity = json.loads((tmp_path / "out" / "archive.json").read_text())
     assert identity == {"md5": MD5}
+
+
+def test_params_nested_too_deeply_are_one_line() -> None:
+    with pytest.raises(ParamsError) as caught:
+        parse_params("train: " + "[" * 800 + "]" * 800 + "\n", "params.yaml")
+    assert str(caught.value) == "params.yaml: nested too deeply to be params"

@@ -27,7 +27,7 @@ from PIL import Image
 from cifar10.archive import FEATURES, IMAGE_SHAPE
 from cifar10.errors import InputError, PipelineError, one_line
 from cifar10.model import STAGE, Classifier, load_classifier
-from cifar10.params import read_params
+from cifar10.params import PARAMS_FILE, read_params
 
 # Where the train stage writes each seed's model (dvc.yaml's `models`; tests check).
 MODELS = Path("data/models")
@@ -120,6 +120,12 @@ def top_classes(
 
 def default_model() -> Path:
     """Return the kept model of the pipeline in this folder: its first seed's."""
+    if not PARAMS_FILE.is_file():
+        raise InputError(
+            PARAMS_FILE,
+            "no such file, so no pipeline here to take the model from; run in the "
+            "pipeline's folder, or give the model folder with --model",
+        )
     return MODELS / str(read_params().params.train.seeds[0])
 
 

@@ -299,3 +299,16 @@ def test_the_console_script_prints_the_top_classes(trained: Path, tmp_path: Path
     missing = run([str(script), str(tmp_path / "missing.png")], trained, check=False)
     assert missing.returncode == 1
     assert missing.stderr == f"error: {tmp_path / 'missing.png'}: no such file\n"
+
+
+def test_outside_the_pipeline_predict_asks_for_the_model_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no params.yaml: not the pipeline's folder
+    image = str(save_png(tmp_path / "x.png", np.zeros(3072, np.uint8)))
+    status, _, err = predict([image], capsys)
+    assert status == 1
+    assert err == (
+        "error: params.yaml: no such file, so no pipeline here to take the model from; run in "
+        "the pipeline's folder, or give the model folder with --model\n"
+    )

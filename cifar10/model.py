@@ -211,12 +211,13 @@ def _unusable(model: keras.Model) -> str | None:
     Outputs that are not class probabilities (the last layer not a softmax), or a layer
     whose weights or constants are not finite (or variances not positive).
     """
-    last = model.layers[-1] if model.layers else None
-    activation = last.get_config().get("activation") if last is not None else None
-    if activation != "softmax":
+    # The layer's function itself, not its config: serializing one imports TensorFlow.
+    activation = getattr(model.layers[-1], "activation", None) if model.layers else None
+    if activation is not keras.activations.softmax:
+        name = getattr(activation, "__name__", None)
         return (
-            f"its last layer's activation is {activation!r}, not 'softmax': its outputs are "
-            "not class probabilities"
+            f"its last layer's activation is {name!r}, not 'softmax': its outputs are not "
+            "class probabilities"
         )
     for layer in model.layers:
         values = [keras.ops.convert_to_numpy(weight) for weight in layer.weights]

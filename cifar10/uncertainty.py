@@ -146,24 +146,34 @@ def paired_image_interval(first: np.ndarray, second: np.ndarray, method: str) ->
 
 
 def seed_interval(first: Mapping[int, float], second: Mapping[int, float]) -> Interval:
-    """Return the seeds' difference of mean accuracies: paired t on shared seeds, else Welch."""
-    if list(first) == list(second):
-        differences = np.subtract(list(first.values()), list(second.values()))
-        mean = float(differences.mean())
-        method = f"paired t over {len(differences)} seeds"
-        if np.all(differences == differences[0]):
-            return Interval(mean, mean, mean, method)
-        bounds = stats.ttest_rel(list(first.values()), list(second.values())).confidence_interval(
-            CONFIDENCE
-        )
-    else:
-        a, b = list(first.values()), list(second.values())
-        mean = float(np.mean(a) - np.mean(b))
-        method = f"Welch t over {len(a)} and {len(b)} seeds"
-        if seed_spread(a) == 0 and seed_spread(b) == 0:
-            return Interval(mean, mean, mean, method)
-        bounds = stats.ttest_ind(a, b, equal_var=False).confidence_interval(CONFIDENCE)
+    """Return the seeds' difference of mean accuracies with its 95 % interval.
+
+    Paired t when both sides ran the same seeds (matched by seed), Welch's t otherwise.
+    """
+    paired = set(first) == set(second)
+    seeds = sorted(first)
+    a = [first[seed] for seed in seeds] if paired else list(first.values())
+    b = [second[seed] for seed in seeds] if paired else list(second.values())
+    mean = float(np.mean(a) - np.mean(b))
+    method = (
+        f"paired t over {len(a)} seeds" if paired else f"Welch t over {len(a)} and {len(b)} seeds"
+    )
+    if _difference_spread(first, second) == 0:  # SciPy's tests are undefined without spread
+        return Interval(mean, mean, mean, method)
+    result = stats.ttest_rel(a, b) if paired else stats.ttest_ind(a, b, equal_var=False)
+    bounds = result.confidence_interval(CONFIDENCE)
     return Interval(mean, float(bounds.low), float(bounds.high), method)
+
+
+def _difference_spread(first: Mapping[int, float], second: Mapping[int, float]) -> float:
+    """Return the spread seed_interval's test sees.
+
+    Of the per-seed differences when paired, else of both sides together (the square root
+    of the sum of their variances).
+    """
+    if set(first) == set(second):
+        return seed_spread([first[seed] - second[seed] for seed in first])
+    return math.hypot(seed_spread(list(first.values())), seed_spread(list(second.values())))
 
 
 def seeds_to_resolve(difference: float, spread: float) -> int | None:
@@ -204,15 +214,6 @@ def compare_runs(first: Run, second: Run) -> Comparison:
     needed = None
     if min(len(first.correct), len(second.correct)) >= MIN_SEEDS_FOR_SPREAD:
         over_seeds = seed_interval(first_accuracies, second_accuracies)
-        if list(first_accuracies) == list(second_accuracies):
-            spread = seed_spread(
-                list(np.subtract(list(first_accuracies.values()), list(second_accuracies.values())))
-            )
-        else:
-            spread = math.hypot(
-                seed_spread(list(first_accuracies.values())),
-                seed_spread(list(second_accuracies.values())),
-            )
     intervals = [over_images] if over_seeds is None else [over_images, over_seeds]
     signs = {interval.excludes_zero() for interval in intervals}
     if signs == {1}:
@@ -224,5 +225,6 @@ def compare_runs(first: Run, second: Run) -> Comparison:
         seeds = " and ".join(map(str, counts))
         verdict = f"not distinguishable at {seeds} seed{'s' if counts != [1] else ''}"
         if over_seeds is not None:
+            spread = _difference_spread(first_accuracies, second_accuracies)
             needed = seeds_to_resolve(over_images.mean, spread)
     return Comparison(over_images.mean, over_images, over_seeds, verdict, needed)

@@ -128,3 +128,11 @@ def test_runs_on_different_validation_splits_are_refused() -> None:
     second = Run("B", {42: np.ones(120, dtype=bool)})
     with pytest.raises(ValueError, match="same validation split"):
         compare_runs(first, second)
+
+
+def test_the_same_seeds_in_another_order_are_paired_seed_by_seed() -> None:
+    first = {42: 0.580, 7: 0.590, 1: 0.585}
+    second = {1: 0.583, 42: 0.578, 7: 0.588}  # each 0.002 lower than its seed in first
+    interval = seed_interval(first, second)
+    assert interval.method == "paired t over 3 seeds"
+    assert (interval.mean, interval.low, interval.high) == pytest.approx((0.002, 0.002, 0.002))

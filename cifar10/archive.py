@@ -60,6 +60,7 @@ MAX_ARCHIVE_BYTES = 320 << 20  # the tar inside: 178 MiB official, 257 MiB re-pi
 MAX_MEMBER_BYTES = 64 << 20  # a batch of 10,000 images: 30 MiB official, 43 MiB re-pickled
 MAX_MEMBERS = 64  # the official archive has 9 (the folder, 7 pickles, a readme)
 MAX_IMAGES_PER_BATCH = 10_000
+MAX_SPLIT_IMAGES = len(TRAIN_BATCHES) * MAX_IMAGES_PER_BATCH  # the most any split can hold
 # Opcodes in one pickle: a batch of 10,000 images has 40,000 (official) to 90,000
 # (re-pickled), a few per label and file name. Each opcode makes at most one object,
 # and the unpickler's memo is as long as the largest index a pickle names (8 bytes an

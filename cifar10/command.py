@@ -29,6 +29,7 @@ import platformdirs
 from ruamel.yaml import YAML, YAMLError
 
 from cifar10.errors import ParamsError, PipelineError, machine_fault
+from cifar10.params import BACKENDS
 
 INTERRUPTED_STATUS = 130  # 128 + SIGINT, as shells report an interrupted command
 BROKEN_PIPE_STATUS = 141  # 128 + SIGPIPE, as a Unix tool ends when its reader goes away
@@ -142,6 +143,14 @@ def run(module: str, argv: Sequence[str], environ: MutableMapping[str, str] = os
     cache_root = Path(platformdirs.user_cache_dir("cifar10-dvc-pipeline"))
     for name, value in library_settings(cache_root).items():
         environ.setdefault(name, value)
+    if environ["KERAS_BACKEND"] not in BACKENDS:  # else Keras' import is a traceback
+        return _fail(
+            f"KERAS_BACKEND={environ['KERAS_BACKEND']!r} is not one of the Keras backends "
+            f"this pipeline runs on: {', '.join(BACKENDS)}; unset it (dvc.yaml's train "
+            "command sets it from train.backend)",
+            1,
+            environ,
+        )
     # Libraries' own INFO chatter (JAX probing for TPUs, say) stays out; the pipeline's in.
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     for name in ("stages", "cifar10"):

@@ -30,6 +30,10 @@ RIGHT_MARK, WRONG_MARK = "\u2713", "\u2717"  # check and cross
 _GAP = 4  # pixels between the images of a grid
 _PIXEL_INCHES = 0.045  # printed size of an image pixel: 32 pixels = 1.44 in
 CAPTION_POINTS = 8.5  # font size of the captions above images
+# The most pixels a figure is drawn with, whatever plots.dpi asks: matplotlib takes tens
+# of bytes a pixel to draw an image, so a long grid at the largest dpi would take
+# gigabytes (docs/reliability.md gives the stage's bound).
+MAX_FIGURE_PIXELS = 12_000_000
 
 
 def mosaic(images: np.ndarray, rows: int, columns: int) -> np.ndarray:
@@ -193,6 +197,12 @@ def confusion_figure(predictions: pd.DataFrame, class_names: Sequence[str]) -> F
     accuracy = np.trace(counts) / max(counts.sum(), 1)
     axis.set_title(f"Test confusion matrix (accuracy {accuracy:.1%})")
     return figure
+
+
+def drawing_dpi(figure: Figure, dpi: int) -> int:
+    """Return ``dpi``, or the largest that keeps the figure within MAX_FIGURE_PIXELS."""
+    width, height = figure.get_size_inches()
+    return min(dpi, math.floor(math.sqrt(MAX_FIGURE_PIXELS / (width * height))))
 
 
 def render_figures(

@@ -10,10 +10,12 @@ naming the file and the stage that writes it, in bounded memory.
 from __future__ import annotations
 
 import json
+import math
 import stat
 import tokenize
 import zipfile
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -58,14 +60,44 @@ def read_json(path: Path, stage: str | None, kind: type = dict) -> object:
     return content
 
 
-def read_array(path: Path, stage: str | None) -> np.ndarray:
-    """Load a ``.npy`` array of plain numbers (never a pickle)."""
-    regular_file_size(path, stage)
+def _npy_problem(file: BinaryIO, size: int, dtype: np.dtype, max_items: int) -> str | None:
+    """Say what is wrong with a ``.npy`` header for ``size`` bytes of ``dtype``; None if nothing."""
+    version = np.lib.format.read_magic(file)
+    read_header = {
+        (1, 0): np.lib.format.read_array_header_1_0,
+        (2, 0): np.lib.format.read_array_header_2_0,
+    }.get(version)
+    if read_header is None:
+        return f"unknown .npy format version {version}"
+    shape, _, found = read_header(file)
+    items = math.prod(shape)
+    if found != dtype:
+        return f"values of type {found}, not {dtype}"
+    if items > max_items:
+        return f"{items:,} values, more than the {max_items:,} it can hold"
+    expected = file.tell() + items * found.itemsize
+    if size != expected:
+        return f"truncated or padded: {size:,} bytes, not the {expected:,} of its header's {shape}"
+    return None
+
+
+def read_array(path: Path, stage: str | None, dtype: type, max_items: int) -> np.ndarray:
+    """Load a ``.npy`` array of ``dtype`` and at most ``max_items`` values (never a pickle).
+
+    Its header is read first: a foreign type, more values than the format allows, or a
+    file whose size does not match what the header announces (truncated, padded, sparse)
+    is refused before any memory is taken for the values.
+    """
+    size = regular_file_size(path, stage)
     try:
-        return np.load(path, allow_pickle=False)
-    # MemoryError: a damaged header that announces more than memory holds.
-    except (ValueError, EOFError, OSError, MemoryError) as error:
-        raise InputError(path, f"unreadable or truncated ({error})", stage) from None
+        with path.open("rb") as file:
+            problem = _npy_problem(file, size, np.dtype(dtype), max_items)
+            if problem is None:
+                file.seek(0)
+                return np.load(file, allow_pickle=False)
+    except (ValueError, EOFError, OSError) as error:
+        problem = f"unreadable or truncated ({one_line(error)[:300]})"
+    raise InputError(path, problem, stage)
 
 
 # What numpy and zipfile raise on a damaged .npz, by the damage: a header numpy cannot

@@ -239,8 +239,9 @@ def load_classifier(directory: Path, stage: str | None = STAGE) -> Classifier:
     ``stage`` None: a folder the user named, which errors do not send back to a stage.
     """
     names = read_json(directory / CLASSES_FILE, stage, list)
-    if not names or not all(isinstance(name, str) for name in names):
-        raise InputError(directory / CLASSES_FILE, "not a list of class names", stage)
+    # Printable, as they reach terminals and CSV files: no control characters.
+    if not names or not all(isinstance(name, str) and name.isprintable() for name in names):
+        raise InputError(directory / CLASSES_FILE, "not a list of printable class names", stage)
     preprocessing = Preprocessing.load(directory, stage)
     path = directory / MODEL_FILE
     try:

@@ -16,7 +16,7 @@ import hashlib
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from ruamel.yaml import YAML, YAMLError
@@ -197,6 +197,11 @@ class BackpropParams(Section):
         return self
 
 
+# The Keras backends the pipeline runs on (and KERAS_BACKEND may name).
+Backend = Literal["jax", "tensorflow"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
+
+
 class TrainParams(Section):
     """The Keras MLP, its optimizer, the tricks of docs/tuning.md, and how training is spread."""
 
@@ -263,7 +268,7 @@ class TrainParams(Section):
             "(docs/scaling.md)."
         )
     )
-    backend: Literal["jax", "tensorflow"] = Field(
+    backend: Backend = Field(
         description=(
             "Keras' backend; dvc.yaml's train command sets KERAS_BACKEND from it, as Keras "
             "reads it when it loads. data_parallel needs jax."

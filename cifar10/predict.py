@@ -22,10 +22,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import ExifTags, Image, ImageOps
 
 from cifar10.archive import FEATURES, IMAGE_SHAPE
 from cifar10.errors import InputError, PipelineError, one_line
+from cifar10.files import regular_file_size
 from cifar10.model import STAGE, Classifier, load_classifier
 from cifar10.params import PARAMS_FILE, read_params
 
@@ -44,11 +45,6 @@ _DECODING_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, In
 
 def _to_rgb(path: Path, image: Image.Image) -> Image.Image:
     """Convert to 8-bit RGB by the range the image's format defines; refuse it undefined."""
-    if image.width * image.height > MAX_IMAGE_PIXELS:
-        raise PipelineError(
-            f"{path}: {image.width} x {image.height} pixels, more than the "
-            f"{MAX_IMAGE_PIXELS:,} predict reads"
-        )
     if image.mode in _SIXTEEN_BIT_MODES or (
         image.mode == "I" and image.format in _SIXTEEN_BIT_I_FORMATS
     ):
@@ -67,29 +63,44 @@ def _to_rgb(path: Path, image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def _upright(picture: Image.Image, orientation: int) -> Image.Image:
+    """Turn ``picture`` as its file's EXIF orientation says (a phone's photo, say)."""
+    picture.getexif()[ExifTags.Base.Orientation] = orientation
+    return ImageOps.exif_transpose(picture)
+
+
 def read_image(path: Path) -> np.ndarray:
     """Read an image file as a flat uint8 height-width-channel row of 3072 values.
 
-    Pixels convert by the range their format defines (16-bit ones from 0-65535);
-    images whose range is not defined, or of more than MAX_IMAGE_PIXELS, are refused.
+    Only a regular file is read (a pipe or a device could be read forever). Pixels
+    convert by the range their format defines (16-bit ones from 0-65535); images whose
+    range is not defined, or of more than MAX_IMAGE_PIXELS, are refused. The picture is
+    turned upright as its EXIF orientation says.
     """
+    height, width, _ = IMAGE_SHAPE
     try:
+        regular_file_size(path, None)
         with warnings.catch_warnings():
             # Pillow warns, on stderr, of images above its own bound: refused here as well.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
+                if image.width * image.height > MAX_IMAGE_PIXELS:
+                    raise PipelineError(
+                        f"{path}: {image.width} x {image.height} pixels, more than the "
+                        f"{MAX_IMAGE_PIXELS:,} predict reads"
+                    )
+                orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
                 picture = _to_rgb(path, image)
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: no such file") from None
+        # Turned once small: a square's resize and a turn give the same pixels either way.
+        if picture.size != (width, height):
+            picture = picture.resize((width, height), Image.Resampling.BOX)
+        picture = _upright(picture, orientation)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise PipelineError(
             f"{path}: {one_line(error)}; predict reads at most {MAX_IMAGE_PIXELS:,} pixels"
         ) from None
     except _DECODING_ERRORS as error:
         raise PipelineError(f"{path}: not an image Pillow can read ({one_line(error)})") from None
-    height, width, _ = IMAGE_SHAPE
-    if picture.size != (width, height):
-        picture = picture.resize((width, height), Image.Resampling.BOX)
     return np.asarray(picture, np.uint8).reshape(FEATURES)
 
 

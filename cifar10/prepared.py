@@ -13,7 +13,7 @@ from typing import Literal
 
 import numpy as np
 
-from cifar10.archive import Split, check_labels
+from cifar10.archive import FEATURES, MAX_SPLIT_IMAGES, Split, check_labels
 from cifar10.errors import InputError
 from cifar10.files import read_array
 from cifar10.preprocessing import Preprocessing
@@ -61,18 +61,21 @@ def _checked_split(
         raise InputError(inputs_file, f"not a prepared split ({error})", STAGE) from None
 
 
+def _read_split(inputs_file: Path, labels_file: Path) -> Split:
+    # Refused from their headers: more images than an archive's split holds, or another type.
+    inputs = read_array(inputs_file, STAGE, np.uint8, MAX_SPLIT_IMAGES * FEATURES)
+    labels = read_array(labels_file, STAGE, np.uint8, MAX_SPLIT_IMAGES)
+    return _checked_split(inputs_file, labels_file, inputs, labels)
+
+
 def read_split(directory: Path, split: SplitName) -> Split:
     """One split's uint8 images and labels."""
     images_file, labels_file, _ = _files(directory, split)
-    return _checked_split(
-        images_file, labels_file, read_array(images_file, STAGE), read_array(labels_file, STAGE)
-    )
+    return _read_split(images_file, labels_file)
 
 
 def read_model_inputs(directory: Path, split: SplitName, preprocessing: Preprocessing) -> Split:
     """One split as the model reads it: the images' codes where there are some, else the images."""
     images_file, labels_file, codes_file = _files(directory, split)
     inputs_file = codes_file if preprocessing.encodes_images else images_file
-    return _checked_split(
-        inputs_file, labels_file, read_array(inputs_file, STAGE), read_array(labels_file, STAGE)
-    )
+    return _read_split(inputs_file, labels_file)

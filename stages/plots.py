@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cifar10.archive import CLASS_NAMES
 from cifar10.atomic import atomic_outputs
-from cifar10.figures import render_figures
+from cifar10.figures import MAX_FIGURE_PIXELS, drawing_dpi, render_figures
 from cifar10.params import read_params
 from cifar10.prepared import read_split
 from cifar10.reports import (
@@ -73,7 +73,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     with atomic_outputs(arguments.output, before_commit=params_file.check_unchanged) as (folder,):
         folder.mkdir()
         for name, figure in figures.items():
+            dpi = drawing_dpi(figure, params.dpi)
+            if dpi < params.dpi:
+                print(
+                    f"{name}: drawn at {dpi} dpi, not plots.dpi = {params.dpi}: a figure has "
+                    f"at most {MAX_FIGURE_PIXELS:,} pixels"
+                )
             # No date in the PNG metadata: the same inputs give the same bytes.
-            figure.savefig(folder / name, dpi=params.dpi, metadata={"Software": None})
+            figure.savefig(folder / name, dpi=dpi, metadata={"Software": None})
     seed = params_file.params.train.seeds[0]
     print(run_summary(aggregate, kept, seed, arguments.output, len(figures)))

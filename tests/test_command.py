@@ -325,6 +325,23 @@ def test_a_command_starts_with_the_libraries_settings_unless_the_user_set_them(
     assert {name: theirs[name] for name in users} == users
 
 
+@pytest.mark.parametrize("backend", ["torch", "bogus", ""])
+def test_a_keras_backend_the_pipeline_does_not_run_on_is_one_line_before_keras_loads(
+    command: Callable[[str], str], capsys: pytest.CaptureFixture[str], backend: str
+) -> None:
+    # Keras' import would end in a traceback: ValueError, or no module named 'torch'.
+    name = command("import keras\ndef main(argv):\n    pass\n")
+    assert run(name, [], {"KERAS_BACKEND": backend}) == 1
+    assert error_lines(capsys) == [
+        (
+            f"error: KERAS_BACKEND={backend!r} is not one of the Keras backends this pipeline "
+            "runs on: jax, tensorflow; unset it (dvc.yaml's train command sets it from "
+            "train.backend)"
+        )
+    ]
+    assert name not in sys.modules
+
+
 def test_the_settings_are_made_before_the_command_loads(
     command: Callable[[str], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

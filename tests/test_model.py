@@ -427,8 +427,10 @@ def test_a_folder_named_by_the_user_is_not_sent_back_to_a_stage(tmp_path: Path) 
     [
         (b'["a", "b"]', MODEL_FILE, "for 2 class names"),
         (b'"airplane"', CLASSES_FILE, "expected a JSON list, got str"),
-        (b"[]", CLASSES_FILE, "not a list of class names"),
-        (json.dumps(list(range(10))).encode(), CLASSES_FILE, "not a list of class names"),
+        (b"[]", CLASSES_FILE, "not a list of printable class names"),
+        (json.dumps(list(range(10))).encode(), CLASSES_FILE, "not a list of printable"),
+        # A terminal's escape sequence would reach predict's output raw.
+        (json.dumps(["cat\x1b[2J", *"bcdefghij"]).encode(), CLASSES_FILE, "not a list of"),
         (b"\xff", CLASSES_FILE, "not valid JSON"),
     ],
 )

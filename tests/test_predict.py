@@ -51,6 +51,49 @@ def test_larger_images_are_resized_to_32_pixels(tmp_path: Path) -> None:
     assert row.reshape(IMAGE_SHAPE)[5, 5].tolist() == [10, 200, 30]
 
 
+# EXIF orientation -> how the stored pixels must turn to stand upright (the EXIF spec).
+_UPRIGHT = {
+    3: lambda pixels: np.rot90(pixels, 2),
+    6: lambda pixels: np.rot90(pixels, -1),  # a phone held upright: stored lying on its side
+    8: lambda pixels: np.rot90(pixels, 1),
+    2: lambda pixels: pixels[:, ::-1],
+}
+
+
+@pytest.mark.parametrize("orientation", sorted(_UPRIGHT))
+@pytest.mark.parametrize("size", [(32, 32), (96, 64)])
+def test_a_photo_is_turned_upright_as_its_exif_orientation_says(
+    tmp_path: Path, orientation: int, size: tuple[int, int]
+) -> None:
+    stored = random_images(1)[0].reshape(IMAGE_SHAPE)
+    if size != (32, 32):  # each pixel a block, so the resize gives back `stored` exactly
+        stored = stored.repeat(size[1] // 32, axis=0).repeat(size[0] // 32, axis=1)
+    image = Image.fromarray(np.ascontiguousarray(stored))
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # the Orientation tag's number, from the EXIF spec
+    path = tmp_path / "photo.png"
+    image.save(path, exif=exif)
+    upright = _UPRIGHT[orientation](stored)
+    height, width = upright.shape[:2]
+    expected = upright.reshape(32, height // 32, 32, width // 32, 3).mean(axis=(1, 3))
+    np.testing.assert_array_equal(read_image(path).reshape(IMAGE_SHAPE), expected)
+
+
+def test_what_is_not_a_regular_file_is_refused_unread(
+    model_project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = save_png(tmp_path / "good.png", np.full(3072, 120, np.uint8))
+    fifo = tmp_path / "fifo.png"
+    os.mkfifo(fifo)  # opened, it would block until a writer came: forever
+    status, out, err = predict([str(fifo), "/dev/zero", str(good)], capsys)
+    assert status == 1
+    assert [line.split(":")[0] for line in out.splitlines()] == [str(good)]
+    assert err.splitlines() == [
+        f"error: {fifo}: not a regular file",
+        "error: /dev/zero: not a regular file",
+    ]
+
+
 @pytest.fixture
 def model_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The working folder, with params and the first seed's model folder: predict's default."""
@@ -93,7 +136,7 @@ def test_the_top_classes_are_the_likeliest_in_order(model_project: Path) -> None
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(None, "no such file"), (b"not an image", "not an image Pillow can read")],
+    [(None, "missing"), (b"not an image", "not an image Pillow can read")],
 )
 def test_unreadable_images_are_one_line(
     model_project: Path,
@@ -123,7 +166,7 @@ def test_every_image_is_reported_and_any_failure_ends_with_status_1(
     assert status == 1
     assert [line.split(":")[0] for line in out.splitlines()] == [str(good), str(also_good)]
     assert err.splitlines() == [
-        f"error: {missing}: no such file",
+        f"error: {missing}: missing",
         f"error: {broken}: not an image Pillow can read (cannot identify image file '{broken}')",
     ]
 
@@ -298,7 +341,7 @@ def test_the_console_script_prints_the_top_classes(trained: Path, tmp_path: Path
     assert all(line.count("%") == 3 for line in lines)
     missing = run([str(script), str(tmp_path / "missing.png")], trained, check=False)
     assert missing.returncode == 1
-    assert missing.stderr == f"error: {tmp_path / 'missing.png'}: no such file\n"
+    assert missing.stderr == f"error: {tmp_path / 'missing.png'}: missing\n"
 
 
 def test_outside_the_pipeline_predict_asks_for_the_model_folder(

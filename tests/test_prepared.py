@@ -6,6 +6,8 @@ The prepare stage run as a command (its outputs, its one-line errors) is integra
 from __future__ import annotations
 
 import json
+import math
+import os
 import pickle
 from pathlib import Path
 
@@ -179,9 +181,9 @@ def test_identical_images_are_refused_for_zca_on_the_command_line(tmp_path: Path
     ("labels", "message"),
     [
         # int64 with a -1: Keras' to_categorical would wrap it into class 9, silently.
-        (np.array([3, -1] * 20, dtype=np.int64), "labels must be uint8 class indices, got int64"),
+        (np.array([3, -1] * 20, dtype=np.int64), "values of type int64, not uint8"),
         (np.array([3, 12] * 20, dtype=np.uint8), "labels must be class indices 0 to 9, got 12"),
-        (np.array([3.0, 1.0] * 20), "labels must be uint8 class indices, got float64"),
+        (np.array([3.0, 1.0] * 20), "values of type float64, not uint8"),
         (np.array([], dtype=np.uint8), "an empty split"),
     ],
     ids=["negative", "too large", "float", "empty"],
@@ -203,3 +205,44 @@ def test_tampered_labels_are_one_line_naming_the_labels_file(
         assert str(caught.value).startswith(f"{labels_file}: ")
         assert message in str(caught.value)
         assert str(caught.value).endswith("; run `dvc repro prepare` to write it again")
+
+
+def _copy(prepared: Path, folder: Path) -> Path:
+    folder.mkdir()
+    for path in prepared.iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    return folder
+
+
+def _sparse_npy(path: Path, shape: tuple[int, ...]) -> None:
+    """A .npy whose header announces ``shape`` and whose values are a hole: no disk taken."""
+    with path.open("wb") as file:
+        np.lib.format.write_array_header_1_0(
+            file, {"descr": "|u1", "fortran_order": False, "shape": shape}
+        )
+        file.truncate(file.tell() + math.prod(shape))
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        # 1.5 GB announced, and there: a sparse file, read whole before the check.
+        (lambda path: _sparse_npy(path, (500_000, FEATURES)), "more than the 153,600,000"),
+        (lambda path: path.write_bytes(path.read_bytes() + bytes(10)), "truncated or padded"),
+        (lambda path: path.write_bytes(path.read_bytes()[:-10]), "truncated or padded"),
+        (lambda path: path.write_bytes(b"\x93NUMPY\x07\x00"), "unknown .npy format version"),
+        (lambda path: (path.unlink(), os.mkfifo(path)), "not a regular file"),
+    ],
+    ids=["oversized", "padded", "truncated", "foreign version", "fifo"],
+)
+def test_an_npy_file_is_judged_by_its_header_before_its_values_are_read(
+    prepared: Path, tmp_path: Path, damage: object, message: str
+) -> None:
+    folder = _copy(prepared, tmp_path / "prepared")
+    images_file = folder / "validation_images.npy"
+    damage(images_file)
+    with pytest.raises(InputError) as caught:
+        read_split(folder, "validation")
+    assert str(caught.value).startswith(f"{images_file}: ")
+    assert message in str(caught.value)
+    assert str(caught.value).endswith("; run `dvc repro prepare` to write it again")

@@ -15,7 +15,9 @@ from PIL import Image
 from cifar10.archive import CLASS_NAMES, FEATURES, Split
 from cifar10.command import run as run_command
 from cifar10.figures import (
+    MAX_FIGURE_PIXELS,
     confusion_counts,
+    drawing_dpi,
     labelled_images,
     mosaic,
     render_figures,
@@ -123,6 +125,36 @@ def test_every_figure_renders(split: Split, predictions: pd.DataFrame) -> None:
     assert figures["confident_errors.png"].axes[0].texts[0].get_text().endswith(most_confident)
     low, high = loss_axis.get_xlim()
     assert [tick for tick in loss_axis.get_xticks() if low <= tick <= high] == [1, 2]
+
+
+def largest_plots_params() -> PlotsParams:
+    """Every plots key at the top of its range: the figures' largest sizes and dpi."""
+    return PlotsParams(**{
+        name: next(bound.le for bound in field.metadata if hasattr(bound, "le"))
+        for name, field in PlotsParams.model_fields.items()
+    })  # fmt: skip
+
+
+def test_at_the_largest_settings_no_figure_is_drawn_with_more_than_its_pixels(
+    split: Split, predictions: pd.DataFrame
+) -> None:
+    params = largest_plots_params()
+    many = pd.concat([predictions] * 7, ignore_index=True)  # more than n_predictions
+    figures = render_figures(
+        split, Split(np.repeat(split.images, 7, axis=0), np.repeat(split.labels, 7)),
+        predictions=many, history=HISTORY, best_epoch=2, class_names=CLASS_NAMES,
+        params=params, label_smoothing=0.1,
+    )  # fmt: skip
+    pixels = {}
+    for name, figure in figures.items():
+        width, height = figure.get_size_inches()
+        dpi = drawing_dpi(figure, params.dpi)
+        pixels[name] = (dpi, width * dpi * height * dpi)
+        assert pixels[name][1] <= MAX_FIGURE_PIXELS, name
+        # As close to the bound as a whole dpi allows, or the dpi asked.
+        assert dpi == params.dpi or width * height * (dpi + 1) ** 2 > MAX_FIGURE_PIXELS
+    assert pixels["loss.png"][0] == params.dpi  # a small figure keeps its resolution
+    assert pixels["test_predictions.png"][0] < params.dpi  # 40 rows of images do not
 
 
 def test_the_loss_says_label_smoothing_only_when_there_is_some(
@@ -240,3 +272,19 @@ def test_the_stage_writes_every_figure_the_same_way_each_run(plots_inputs: Path)
         with Image.open(path) as image:
             assert image.format == "PNG"
             assert min(image.size) > 100, path.name
+
+
+@pytest.mark.integration
+def test_at_the_largest_settings_the_stage_says_which_figures_it_drew_smaller(
+    plots_inputs: Path,
+) -> None:
+    largest = largest_plots_params()
+    write_params(plots_inputs, {"plots": largest.model_dump()})
+    result = run_stage("plots", [*PLOTS_ARGUMENTS, "--output", "figures"], plots_inputs)
+    smaller = re.findall(
+        r"^(\S+): drawn at (\d+) dpi, not plots.dpi = 400", result.stdout, re.MULTILINE
+    )
+    assert {name for name, _ in smaller} >= {"samples.png", "test_predictions.png"}
+    for path in (plots_inputs / "figures").iterdir():
+        with Image.open(path) as image:
+            assert image.width * image.height <= MAX_FIGURE_PIXELS, path.name

@@ -11,6 +11,7 @@ no test can run here is in NOT_RUN_HERE, with the reason.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import socket
@@ -28,6 +29,7 @@ import vl_convert
 from dvc.utils.hydra import apply_overrides
 from helpers import REPOSITORY, command_environment, run, stages_run, update_params
 from PIL import Image
+from ruamel.yaml import YAML
 
 from cifar10.archive import file_md5
 
@@ -101,6 +103,11 @@ COVERAGE = {
         "dvc exp push --run-cache origin epochs-25",
         "dvc exp pull --all-commits --run-cache origin",
         "python -m tools.sweep_table train.epochs",
+    ),
+    "test_a_corrupt_cache_object_is_found_and_repaired": (
+        "python -m tools.check_cache",
+        "python -m tools.check_cache --remove",
+        "dvc repro -f -s aggregate",
     ),
     "test_the_benchmark": (".venv/bin/python benchmarks/run.py",),
     "test_the_fast_tests_pass_after_a_users_baseline": (".venv/bin/pytest",),
@@ -533,6 +540,78 @@ def test_storage_and_scaling_out(reproduced: Path, tmp_path: Path, tiny_archive:
         output = shell.run(start).stdout
         assert "speed-up of two processes over one:" in output
     shell.check_all_ran()
+
+
+def flip_a_bit_keeping_the_time(path: Path, position: int) -> None:
+    """Bit rot: one bit changed, size and modification time as they were."""
+    status = path.stat()
+    path.chmod(0o644)  # DVC makes cache files read-only
+    content = bytearray(path.read_bytes())
+    content[position] ^= 1
+    path.write_bytes(content)
+    os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns))
+
+
+@pytest.mark.e2e
+def test_a_corrupt_cache_object_is_found_and_repaired(
+    reproduced: Path, tmp_path: Path, tiny_archive: Path
+) -> None:
+    project = with_tools(reproduced)
+    shell = Shell(
+        "test_a_corrupt_cache_object_is_found_and_repaired",
+        project,
+        values_for(project, tmp_path, tiny_archive),
+    )
+    metrics = project / "reports" / "metrics.json"
+    good = metrics.read_bytes()
+    (md5,) = [output["md5"] for output in yaml_load(project / "dvc.lock")["stages"]["aggregate"]
+              ["outs"] if output["path"] == "reports/metrics.json"]  # fmt: skip
+    cache = Path(".dvc", "cache", "files", "md5")  # as the tool names it, in the project
+    # A member of a directory output too: the prepared labels.
+    (labels,) = [entry["md5"] for entry in json.loads(
+        (project / cache / prepared_md5(project)[:2] / prepared_md5(project)[2:]).read_bytes())
+        if entry["relpath"] == "validation_labels.npy"]  # fmt: skip
+    objects = [project / cache / md5[:2] / md5[2:], project / cache / labels[:2] / labels[2:]]
+    # Objects DVC stored here, as in a user's repository (copied ones it would re-hash).
+    for path in objects:
+        path.unlink()
+    run(["dvc", "repro", "-f", "-s", "aggregate", "prepare"], project)
+    # The last digit of the first accuracy (0.4718 reads 0.4719, say), and a label.
+    flip_a_bit_keeping_the_time(objects[0], good.index(b",") - 1)
+    flip_a_bit_keeping_the_time(objects[1], -1)
+
+    # What DVC sees: nothing; the rot is checked out as it is.
+    metrics.unlink()
+    run(["dvc", "checkout", "reports/metrics.json"], project)
+    assert metrics.read_bytes() != good
+    assert "metrics.json" not in run(["dvc", "status"], project).stdout
+
+    found = shell.run("python -m tools.check_cache", check=False)
+    assert found.returncode == 1
+    assert sorted(found.stdout.splitlines()) == sorted([
+        f"corrupt: {cache / md5[:2] / md5[2:]}: reports/metrics.json (stage aggregate)",
+        (f"corrupt: {cache / labels[:2] / labels[2:]}: "
+         "data/prepared/validation_labels.npy (stage prepare)"),
+    ])  # fmt: skip
+    removed = shell.run("python -m tools.check_cache --remove", check=False)
+    assert removed.stdout.splitlines()[-1] == (
+        "removed 2 corrupt objects; run `dvc repro -f -s aggregate prepare` to write them again"
+    )
+    shell.run("dvc repro -f -s aggregate")
+    run(["dvc", "repro", "-f", "-s", "prepare"], project)
+    assert metrics.read_bytes() == good
+    assert shell.run("python -m tools.check_cache").stdout.startswith("every one of the ")
+    shell.check_all_ran()
+
+
+def yaml_load(path: Path) -> dict:
+    return YAML(typ="safe").load(path.read_text())
+
+
+def prepared_md5(project: Path) -> str:
+    (md5,) = [output["md5"] for output in yaml_load(project / "dvc.lock")["stages"]["prepare"]
+              ["outs"] if output["path"] == "data/prepared"]  # fmt: skip
+    return md5
 
 
 @pytest.mark.e2e

@@ -17,9 +17,11 @@ import subprocess
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from helpers import (
     MODEL,
+    REPOSITORY,
     SEED,
     TRAIN_OUTPUTS,
     command_environment,
@@ -122,6 +124,26 @@ def test_a_failed_train_stage_says_what_dvc_removed_and_checkout_restores_it(
     assert run(["git", "status", "--porcelain"], reproduced).stdout == " M params.yaml\n"
 
 
+def test_a_stage_that_dies_below_python_is_named_by_dvc_and_checkout_restores_it(
+    reproduced: Path,
+) -> None:
+    # XLA aborts the process on an unknown flag before Python can say a word: DVC's own
+    # line names the stage, and the README's "When a run fails" says what restores it.
+    commit(reproduced, "baseline")
+    before = file_hashes(reproduced, TRAIN_OUTPUTS)
+    update_params(reproduced, {"train": {"epochs": 4}})
+    result = run(["dvc", "repro"], reproduced, check=False,
+                 environment={"XLA_FLAGS": "--xla_no_such_flag"})  # fmt: skip
+    assert result.returncode != 0
+    assert "Unknown flag in XLA_FLAGS: --xla_no_such_flag" in result.stderr
+    assert f"ERROR: failed to reproduce '{TRAIN}'" in result.stderr
+    assert not (reproduced / MODEL).exists()
+    readme = (REPOSITORY / "README.md").read_text()
+    assert "`dvc checkout <stage>` puts back" in readme
+    run(["dvc", "checkout", TRAIN], reproduced)
+    assert file_hashes(reproduced, TRAIN_OUTPUTS) == before
+
+
 def test_ctrl_c_in_train_under_dvc_says_what_dvc_removed_and_checkout_restores_it(
     reproduced: Path,
 ) -> None:
@@ -134,6 +156,27 @@ def test_ctrl_c_in_train_under_dvc_says_what_dvc_removed_and_checkout_restores_i
     assert process.returncode != 0
     assert "error: interrupted" in lines
     check_named_then_restored(reproduced, TRAIN, before, lines)
+
+
+def test_sigterm_to_dvc_alone_leaves_its_stage_to_finish_and_the_next_repro_reruns_it(
+    reproduced: Path,
+) -> None:
+    # `kill <dvc's pid>`, not the job: dvc ends at once, and the stage it started runs on.
+    commit(reproduced, "baseline")
+    update_params(reproduced, {"train": {"epochs": 4}})
+    process = start(["dvc", "repro"], reproduced)
+    read_until(process, "Epoch 1/")
+    stage = psutil.Process(process.pid).children(recursive=True)
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGTERM
+    _, running = psutil.wait_procs(stage, timeout=300)
+    assert running == [], "the orphaned stage did not finish"
+    assert (reproduced / MODEL).is_dir()  # it wrote its outputs, on its own
+    assert TRAIN in run(["dvc", "status"], reproduced).stdout  # dvc.lock does not record them
+    result = run(["dvc", "repro"], reproduced)
+    assert TRAIN in stages_run(result.stdout)
+    assert "Data and pipelines are up to date." in run(["dvc", "status", TRAIN], reproduced).stdout
 
 
 def test_ctrl_c_in_prepare_under_dvc_says_what_dvc_removed_and_checkout_restores_it(

@@ -29,7 +29,6 @@ import platformdirs
 from ruamel.yaml import YAML, YAMLError
 
 from cifar10.errors import ParamsError, PipelineError, machine_fault
-from cifar10.params import BACKENDS
 
 INTERRUPTED_STATUS = 130  # 128 + SIGINT, as shells report an interrupted command
 BROKEN_PIPE_STATUS = 141  # 128 + SIGPIPE, as a Unix tool ends when its reader goes away
@@ -143,20 +142,13 @@ def run(module: str, argv: Sequence[str], environ: MutableMapping[str, str] = os
     cache_root = Path(platformdirs.user_cache_dir("cifar10-dvc-pipeline"))
     for name, value in library_settings(cache_root).items():
         environ.setdefault(name, value)
-    if environ["KERAS_BACKEND"] not in BACKENDS:  # else Keras' import is a traceback
-        return _fail(
-            f"KERAS_BACKEND={environ['KERAS_BACKEND']!r} is not one of the Keras backends "
-            f"this pipeline runs on: {', '.join(BACKENDS)}; unset it (dvc.yaml's train "
-            "command sets it from train.backend)",
-            1,
-            environ,
-        )
     # Libraries' own INFO chatter (JAX probing for TPUs, say) stays out; the pipeline's in.
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     for name in ("stages", "cifar10"):
         logging.getLogger(name).setLevel(logging.INFO)
     previous = {signum: signal.signal(signum, _terminate) for signum in TERMINATING_SIGNALS}
     try:
+        _check_keras_backend(environ["KERAS_BACKEND"])
         importlib.import_module(module).main(argv)
     except BrokenPipeError:
         # What read the output went away (`cifar10-predict *.png | head`): end quietly,
@@ -170,6 +162,19 @@ def run(module: str, argv: Sequence[str], environ: MutableMapping[str, str] = os
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return 0
+
+
+def _check_keras_backend(name: str) -> None:
+    """Refuse a KERAS_BACKEND the pipeline does not run on: Keras' import is a traceback."""
+    # Imported here, once Ctrl-C and SIGTERM are handled: params loads numpy.
+    from cifar10.params import BACKENDS  # noqa: PLC0415
+
+    if name not in BACKENDS:
+        raise PipelineError(
+            f"KERAS_BACKEND={name!r} is not one of the Keras backends this pipeline runs "
+            f"on: {', '.join(BACKENDS)}; unset it (dvc.yaml's train command sets it from "
+            "train.backend)"
+        )
 
 
 def _failed(error: BaseException, environ: Mapping[str, str]) -> int:

@@ -384,8 +384,10 @@ def test_what_a_killed_download_left_goes_when_the_stage_runs_again(
     )
     try:
         deadline = time.monotonic() + 60
-        # pooch's temporary file, made before the body is read, inside a temporary folder.
-        while not list((tmp_path / "data").glob(".archive.tar.gz.tmp-*/*")):
+        # pooch's temporary file, made before the body is read, inside a temporary folder,
+        # and the request at the server (the file can come first: killed then, the next
+        # run's request would be the one that stalls).
+        while not (list((tmp_path / "data").glob(".archive.tar.gz.tmp-*/*")) and server.requests):
             assert process.poll() is None, "the download ended before it was killed"
             assert time.monotonic() < deadline, "the download never started"
             time.sleep(0.05)

@@ -564,12 +564,12 @@ def test_a_corrupt_cache_object_is_found_and_repaired(
     )
     metrics = project / "reports" / "metrics.json"
     good = metrics.read_bytes()
-    (md5,) = [output["md5"] for output in yaml_load(project / "dvc.lock")["stages"]["aggregate"]
-              ["outs"] if output["path"] == "reports/metrics.json"]  # fmt: skip
+    md5 = locked_md5(project, "aggregate", "reports/metrics.json")
     cache = Path(".dvc", "cache", "files", "md5")  # as the tool names it, in the project
     # A member of a directory output too: the prepared labels.
+    listing = locked_md5(project, "prepare", "data/prepared")
     (labels,) = [entry["md5"] for entry in json.loads(
-        (project / cache / prepared_md5(project)[:2] / prepared_md5(project)[2:]).read_bytes())
+        (project / cache / listing[:2] / listing[2:]).read_bytes())
         if entry["relpath"] == "validation_labels.npy"]  # fmt: skip
     objects = [project / cache / md5[:2] / md5[2:], project / cache / labels[:2] / labels[2:]]
     # Objects DVC stored here, as in a user's repository (copied ones it would re-hash).
@@ -604,13 +604,10 @@ def test_a_corrupt_cache_object_is_found_and_repaired(
     shell.check_all_ran()
 
 
-def yaml_load(path: Path) -> dict:
-    return YAML(typ="safe").load(path.read_text())
-
-
-def prepared_md5(project: Path) -> str:
-    (md5,) = [output["md5"] for output in yaml_load(project / "dvc.lock")["stages"]["prepare"]
-              ["outs"] if output["path"] == "data/prepared"]  # fmt: skip
+def locked_md5(project: Path, stage: str, output: str) -> str:
+    """The md5 that dvc.lock records for one output of a stage."""
+    outs = YAML(typ="safe").load((project / "dvc.lock").read_text())["stages"][stage]["outs"]
+    (md5,) = [recorded["md5"] for recorded in outs if recorded["path"] == output]
     return md5
 
 

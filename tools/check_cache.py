@@ -13,7 +13,6 @@ it. Each corrupt object is named with the outputs of dvc.lock that hold it:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from collections.abc import Sequence
@@ -22,8 +21,9 @@ from pathlib import Path
 from dvc.repo import Repo
 from ruamel.yaml import YAML
 
+from cifar10.archive import file_md5
+
 LOCK_FILE = Path("dvc.lock")
-_CHUNK_BYTES = 1 << 20
 
 
 def cache_objects(cache: Path) -> dict[str, Path]:
@@ -35,11 +35,7 @@ def cache_objects(cache: Path) -> dict[str, Path]:
 
 def content_md5(path: Path) -> str:
     """Return the md5 of a file's bytes, as DVC names its objects (a listing's + .dir)."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as file:
-        while chunk := file.read(_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest() + (".dir" if path.name.endswith(".dir") else "")
+    return file_md5(path) + (".dir" if path.name.endswith(".dir") else "")
 
 
 def owners(lock: dict, objects: dict[str, Path]) -> dict[str, list[tuple[str, str]]]:

@@ -48,13 +48,14 @@ def _terminate(signum: int, _frame: object) -> None:
     raise Terminated(signum)
 
 
-def library_settings(cache_root: Path) -> dict[str, str]:
+def library_settings(cache_root: Path, keras_backend: str | None = None) -> dict[str, str]:
     """Return the environment the libraries read as they load, as the pipeline wants them.
 
     Each is the library's own documented variable; ``cache_root`` is the user's cache
-    directory (``platformdirs.user_cache_dir``).
+    directory (``platformdirs.user_cache_dir``), ``keras_backend`` the user's
+    KERAS_BACKEND, if set.
     """
-    return {
+    settings = {
         # Keras' backend for the commands that only load a model (evaluate, predict); the
         # train command sets it from train.backend (dvc.yaml).
         "KERAS_BACKEND": "jax",
@@ -70,6 +71,12 @@ def library_settings(cache_root: Path) -> dict[str, str]:
         # Cache every compilation: on a CPU each takes well under JAX's default 1 s.
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
     }
+    if (keras_backend or settings["KERAS_BACKEND"]) != "tensorflow":
+        # Keras' serializer imports TensorFlow, when installed, to save a model; it then
+        # computes nothing, and its notice that oneDNN is on (logged before the level
+        # above applies) is noise.
+        settings["TF_ENABLE_ONEDNN_OPTS"] = "0"
+    return settings
 
 
 def outputs_removed_by_dvc(environ: Mapping[str, str], root: Path = Path()) -> str:
@@ -140,7 +147,7 @@ def _fail(
 def run(module: str, argv: Sequence[str], environ: MutableMapping[str, str] = os.environ) -> int:
     """Run ``module``'s ``main(argv)`` as a command; return its exit status."""
     cache_root = Path(platformdirs.user_cache_dir("cifar10-dvc-pipeline"))
-    for name, value in library_settings(cache_root).items():
+    for name, value in library_settings(cache_root, environ.get("KERAS_BACKEND")).items():
         environ.setdefault(name, value)
     # Libraries' own INFO chatter (JAX probing for TPUs, say) stays out; the pipeline's in.
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")

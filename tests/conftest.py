@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from helpers import (
     ALL_STAGES,
+    FIRST_REPRO_LOG,
     QUICK,
     QUICK_TRAIN,
     link_prepared,
@@ -97,9 +98,13 @@ def make_project(tmp_path: Path, tiny_archive: Path) -> Callable[..., Path]:
 
 @pytest.fixture(scope="session")
 def reproduced_once(tmp_path_factory: pytest.TempPathFactory, tiny_archive: Path) -> Path:
-    """A project copy after its first `dvc repro`, which must run every stage."""
+    """A project copy after its first `dvc repro`, which must run every stage.
+
+    What that repro printed is beside it, in FIRST_REPRO_LOG.
+    """
     project = new_project(tmp_path_factory.mktemp("reproduced"), tiny_archive, QUICK)
     result = run(["dvc", "repro"], project)
+    (project.parent / FIRST_REPRO_LOG).write_text(result.stdout + result.stderr)
     assert stages_run(result.stdout) == set(ALL_STAGES)
     return project
 

@@ -55,6 +55,12 @@ ALL_STAGES = ("params", "download", "prepare", "backprop", f"train@{SEED}", f"ev
               "aggregate", "plots")  # fmt: skip
 # What a change of train params reruns.
 TRAINING_STAGES = {"params", f"train@{SEED}", f"evaluate@{SEED}", "aggregate", "plots"}
+FIRST_REPRO_LOG = "first-repro.log"  # beside the reproduced_once project
+# A line a library prints on its own: absl's or glog's (I0000 00:00:... port.cc:153] ...),
+# absl's notice before them, or about CUDA or oneDNN.
+LIBRARY_LINE = re.compile(
+    r"^(?:[IWEF]\d{4} .*|.*(?:absl::|cuda|onednn).*)$", re.IGNORECASE | re.MULTILINE
+)
 
 
 def params_with(changes: Changes | None = None) -> Params:

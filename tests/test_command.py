@@ -314,6 +314,8 @@ def test_a_command_starts_with_the_libraries_settings_unless_the_user_set_them(
     assert defaults["KERAS_BACKEND"] == "jax"  # evaluate's and predict's: they only load
     assert defaults["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"  # no GPU hoarding
     assert defaults["TF_CPP_MIN_LOG_LEVEL"] == "2"
+    # TensorFlow only saves a JAX model: its oneDNN notice stays out.
+    assert defaults["TF_ENABLE_ONEDNN_OPTS"] == "0"
     cache = Path(defaults["JAX_COMPILATION_CACHE_DIR"])
     assert cache.is_relative_to(tmp_path / "cache")  # the user's cache, not the repository
     assert defaults["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] == "0"
@@ -323,6 +325,7 @@ def test_a_command_starts_with_the_libraries_settings_unless_the_user_set_them(
     theirs = dict(users)
     assert run(name, [], theirs) == 0
     assert {name: theirs[name] for name in users} == users
+    assert "TF_ENABLE_ONEDNN_OPTS" not in theirs  # TensorFlow computes: as it chooses
 
 
 @pytest.mark.parametrize("backend", ["torch", "bogus", ""])

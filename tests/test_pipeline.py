@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from helpers import (
     ALL_STAGES,
+    FIRST_REPRO_LOG,
+    LIBRARY_LINE,
     MODEL,
     QUICK,
     SEED_REPORTS,
@@ -68,6 +70,13 @@ def test_repro_builds_everything_then_does_nothing(reproduced: Path) -> None:
     html = (project / "plots-html" / "index.html").read_text()
     for figure in FIGURES:
         assert f"{figure}.png" in html
+
+
+def test_a_plain_repro_prints_no_line_from_a_library(reproduced_once: Path) -> None:
+    # TensorFlow is installed, and Keras' serializer imports it to save the JAX model.
+    log = (reproduced_once.parent / FIRST_REPRO_LOG).read_text()
+    assert "Running stage 'train@42'" in log
+    assert LIBRARY_LINE.findall(log) == []
 
 
 def test_changing_epochs_reruns_training_and_diffs_both_revisions(reproduced: Path) -> None:
@@ -222,5 +231,8 @@ def test_the_tensorflow_backend_trains_through_dvc(reproduced: Path) -> None:
     result = run(["dvc", "exp", "run", "-S", "train.backend=tensorflow"], reproduced)
     assert stages_run(result.stdout) == TRAINING_STAGES
     assert "> KERAS_BACKEND=tensorflow python -m stages train" in result.stdout
+    # TensorFlow computes: it may say that oneDNN is on, but nothing about CUDA, no error.
+    assert [line for line in LIBRARY_LINE.findall(result.stdout + result.stderr)
+            if "onednn" not in line.lower() and "absl::" not in line] == []  # fmt: skip
     metrics = json.loads((reproduced / "reports" / "metrics.json").read_text())
     assert metrics["validation"]["accuracy"] > 0.5  # learnable classes, as on JAX

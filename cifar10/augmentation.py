@@ -1,9 +1,13 @@
-"""Random horizontal flips and translations of flat images, as one Keras layer.
+"""Flips and shifts of flat images as Keras layers: random in training, mirrored at test.
 
 Keras' own ``RandomFlip`` and ``RandomTranslation`` work on (height, width, channels)
 images and interpolate, much work for whole-pixel moves. Flips and whole-pixel shifts
 are permutations of a flat row's values, so here each image is one gather from its
 zero-padded row (and a mask for the columns that a shift brings in from outside).
+
+At test time a model can average its predictions for an image and its mirror image:
+``MirroredViews`` before its layers and ``MeanOverViews`` after them. Both pass a batch
+through in training, so the model trains as it would without them.
 """
 
 from __future__ import annotations
@@ -17,6 +21,15 @@ from cifar10.archive import FEATURES, IMAGE_SHAPE
 _HEIGHT, _WIDTH, _CHANNELS = IMAGE_SHAPE
 _ROW = _WIDTH * _CHANNELS  # values per row of pixels in a flat height-width-channel image
 FLIP_PROBABILITY = 0.5
+VIEWS = 2  # an image and its mirror image
+# Keras' name for the layers of this module, in model.keras configs.
+SERIALIZATION_PACKAGE = "cifar10"
+
+
+def mirrored_features() -> np.ndarray:
+    """Return, for each value of a flat mirrored image, its index in the original."""
+    row, column, channel = np.unravel_index(np.arange(FEATURES), IMAGE_SHAPE)
+    return ((row * _WIDTH + _WIDTH - 1 - column) * _CHANNELS + channel).astype("int32")
 
 
 class RandomFlipAndShift(layers.Layer):
@@ -50,9 +63,9 @@ class RandomFlipAndShift(layers.Layer):
         # index i of the original at i + pad, and a shift by (down, right) moves it by
         # down * _ROW + right * _CHANNELS: one table per flip, and an offset per image.
         self._pad = max_shift * (_ROW + _CHANNELS)
-        row, column, channel = np.unravel_index(np.arange(FEATURES), IMAGE_SHAPE)
-        mirrored = (row * _WIDTH + _WIDTH - 1 - column) * _CHANNELS + channel
-        self._sources = np.stack([np.arange(FEATURES), mirrored]).astype("int32") + self._pad
+        identity = np.arange(FEATURES, dtype="int32")
+        self._sources = np.stack([identity, mirrored_features()]) + self._pad
+        row, column, _ = np.unravel_index(identity, IMAGE_SHAPE)
         self._row, self._column = row.astype("int32"), column.astype("int32")
 
     def call(self, images: object, training: bool = False) -> object:
@@ -95,3 +108,43 @@ class RandomFlipAndShift(layers.Layer):
             "fill": self.fill.tolist(),
             "seed": self.seed,
         }
+
+
+@keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
+class MirroredViews(layers.Layer):
+    """At inference, follow a batch of flat images by their mirror images (twice the rows).
+
+    In training it passes the batch through. ``MeanOverViews`` folds the rows back.
+    """
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self._mirrored = mirrored_features()
+
+    def call(self, images: object, training: bool = False) -> object:
+        """The images, then their mirror images, at inference; the images in training."""
+        if training:
+            return images
+        return ops.concatenate([images, ops.take(images, self._mirrored, axis=1)], axis=0)
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        """The batch size is unknown, as it is before the layer."""
+        return input_shape
+
+
+@keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
+class MeanOverViews(layers.Layer):
+    """At inference, average each image's outputs over the views ``MirroredViews`` made.
+
+    Averaged class probabilities are class probabilities. In training it passes through.
+    """
+
+    def call(self, outputs: object, training: bool = False) -> object:
+        """The mean over views at inference; the outputs in training."""
+        if training:
+            return outputs
+        return ops.mean(ops.reshape(outputs, (VIEWS, -1, ops.shape(outputs)[-1])), axis=0)
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        """The batch size is unknown, as it is before the layer."""
+        return input_shape

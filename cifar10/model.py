@@ -1,7 +1,10 @@
 """The assignment's MLP as a Keras model, and the self-contained folder it is saved in.
 
 The model starts with a ``Normalization`` layer holding the preprocessing's mean and
-scale as constants (no parameters), so it reads the prepared uint8 inputs directly. Its
+scale as constants (no parameters), so it reads the prepared uint8 inputs directly. With
+``test_time_flip`` it averages, at inference, its outputs for each image and its mirror
+image (cifar10/augmentation.py's ``MirroredViews`` and ``MeanOverViews``, around all the
+rest, with no parameters either): validation, test and predict alike. Its
 folder, written and read here only, holds the model as Keras saves it (``model.keras``),
 the class names (``classes.json``) and the preprocessing that makes its inputs from
 images (cifar10/preprocessing.py): all that a prediction needs. Keras loads it, so any
@@ -23,6 +26,7 @@ import numpy as np
 from keras import layers
 
 from cifar10.archive import FEATURES
+from cifar10.augmentation import MeanOverViews, MirroredViews
 from cifar10.errors import InputError, one_line
 from cifar10.files import read_json, regular_file_size
 from cifar10.params import MAX_MLP_PARAMETERS
@@ -55,11 +59,13 @@ def build_model(
     activation: str,
     dropout: float,
     *,
+    test_time_flip: bool,
     seed: int,
 ) -> keras.Sequential:
     """Build the MLP: standardize, dense hidden layers, optional dropout, softmax.
 
-    Its initial weights and dropout masks are drawn from ``seed`` alone.
+    Its initial weights and dropout masks are drawn from ``seed`` alone. With
+    ``test_time_flip``, its inference averages over each image and its mirror image.
     """
     # An independent seed for each layer that draws at random.
     layer_seeds = iter(np.random.SeedSequence(seed).generate_state(2 * len(hidden_units) + 1))
@@ -70,6 +76,8 @@ def build_model(
 
     model = keras.Sequential(name="mlp")
     model.add(keras.Input(shape=(FEATURES,), name="pixels"))
+    if test_time_flip:
+        model.add(MirroredViews(name="mirrored_views"))
     model.add(
         layers.Normalization(
             mean=preprocessing.mean, variance=preprocessing.scale**2, name="standardize"
@@ -82,6 +90,8 @@ def build_model(
         if dropout > 0:
             model.add(layers.Dropout(dropout, seed=dropout_seed, name=f"dropout_{index}"))
     model.add(dense(n_classes, "softmax", "output"))
+    if test_time_flip:
+        model.add(MeanOverViews(name="mean_over_views"))
     return model
 
 
@@ -208,11 +218,13 @@ def _check_sizes(path: Path, stage: str | None) -> None:
 def _unusable(model: keras.Model) -> str | None:
     """Say what makes a loaded model unusable, or return None.
 
-    Outputs that are not class probabilities (the last layer not a softmax), or a layer
-    whose weights or constants are not finite (or variances not positive).
+    Outputs that are not class probabilities (the last layer not a softmax, or a mean
+    over views of one), or a layer whose weights or constants are not finite (or
+    variances not positive).
     """
+    last = [layer for layer in model.layers if not isinstance(layer, MeanOverViews)][-1:]
     # The layer's function itself, not its config: serializing one imports TensorFlow.
-    activation = getattr(model.layers[-1], "activation", None) if model.layers else None
+    activation = getattr(last[0], "activation", None) if last else None
     if activation is not keras.activations.softmax:
         name = getattr(activation, "__name__", None)
         return (

@@ -256,6 +256,12 @@ class TrainParams(Section):
     max_shift: int = Field(
         ge=0, le=8, description="Shift every image by up to N pixels each way; 0: off."
     )
+    test_time_flip: bool = Field(
+        description=(
+            "Predict the mean of the model's outputs for each image and its mirror image "
+            "(the best epoch's choice, validation, test and predict alike)."
+        )
+    )
     label_smoothing: float = Field(
         ge=0, lt=1, description="Share of each target spread over all classes; 0: off."
     )

@@ -131,6 +131,7 @@ def train(
         n_classes,
         params.activation,
         params.dropout,
+        test_time_flip=params.test_time_flip,
         seed=seed,
     )
     # Augmentation sees uint8 values; shifted-in pixels take the mean (standardized: 0).

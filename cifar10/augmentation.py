@@ -122,13 +122,13 @@ class MirroredViews(layers.Layer):
         self._mirrored = mirrored_features()
 
     def call(self, images: object, training: bool = False) -> object:
-        """The images, then their mirror images, at inference; the images in training."""
+        """Return the images, then their mirror images, at inference; in training, the images."""
         if training:
             return images
         return ops.concatenate([images, ops.take(images, self._mirrored, axis=1)], axis=0)
 
     def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
-        """The batch size is unknown, as it is before the layer."""
+        """Keep the shape: the batch size is unknown, as it is before the layer."""
         return input_shape
 
 
@@ -140,11 +140,11 @@ class MeanOverViews(layers.Layer):
     """
 
     def call(self, outputs: object, training: bool = False) -> object:
-        """The mean over views at inference; the outputs in training."""
+        """Return the mean over views at inference; in training, the outputs."""
         if training:
             return outputs
         return ops.mean(ops.reshape(outputs, (VIEWS, -1, ops.shape(outputs)[-1])), axis=0)
 
     def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
-        """The batch size is unknown, as it is before the layer."""
+        """Keep the shape: the batch size is unknown, as it is before the layer."""
         return input_shape

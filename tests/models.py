@@ -8,7 +8,8 @@ import keras
 import numpy as np
 from scipy import special
 
-from cifar10.archive import CLASS_NAMES, FEATURES
+from cifar10.archive import CLASS_NAMES, FEATURES, IMAGE_SHAPE
+from cifar10.augmentation import MeanOverViews, MirroredViews
 from cifar10.model import Classifier, build_model, save_classifier
 from cifar10.preprocessing import Preprocessing, Whitening
 
@@ -41,6 +42,8 @@ def trained_looking_model(
     activation: str = "relu",
     preprocessing: Preprocessing | None = None,
     dropout: float = 0.2,
+    *,
+    test_time_flip: bool = False,
 ) -> keras.Model:
     """A model with random weights of a trained model's scale (not the initial ones)."""
     model = build_model(
@@ -49,6 +52,7 @@ def trained_looking_model(
         len(CLASS_NAMES),
         activation,
         dropout,
+        test_time_flip=test_time_flip,
         seed=0,
     )
     rng = np.random.default_rng(3)
@@ -61,10 +65,14 @@ def trained_looking_model(
     return model
 
 
-def write_model_folder(folder: Path, hidden_units: list[int] | None = None) -> Path:
+def write_model_folder(
+    folder: Path, hidden_units: list[int] | None = None, *, test_time_flip: bool = False
+) -> Path:
     """A model folder as the train stage writes one (small, with ZCA whitening)."""
     preprocessing = example_preprocessing(whitening=True)
-    model = trained_looking_model(hidden_units or [4], preprocessing=preprocessing)
+    model = trained_looking_model(
+        hidden_units or [4], preprocessing=preprocessing, test_time_flip=test_time_flip
+    )
     folder.parent.mkdir(parents=True, exist_ok=True)
     save_classifier(Classifier(model, CLASS_NAMES, preprocessing), folder)
     return folder
@@ -85,11 +93,17 @@ ACTIVATIONS = {
 def numpy_outputs(model: keras.Model, inputs: np.ndarray) -> np.ndarray:
     """The outputs of a Normalization-then-Dense Keras model, computed with numpy in float64.
 
-    Dropout is the identity in inference.
+    Dropout is the identity in inference; with test-time flips, the outputs are the mean
+    of the images' and their mirror images' (each reversed along its width).
     """
     values = inputs.astype(np.float64)
     for layer in model.layers:
-        if isinstance(layer, keras.layers.Normalization):
+        if isinstance(layer, MirroredViews):
+            mirrored = values.reshape(-1, *IMAGE_SHAPE)[:, :, ::-1].reshape(-1, FEATURES)
+            values = np.concatenate([values, mirrored])
+        elif isinstance(layer, MeanOverViews):
+            values = values.reshape(2, -1, values.shape[-1]).mean(axis=0)
+        elif isinstance(layer, keras.layers.Normalization):
             mean, variance = (np.asarray(part, np.float64) for part in (layer.mean, layer.variance))
             values = (values - mean) / np.sqrt(variance)
         elif isinstance(layer, keras.layers.Dense):

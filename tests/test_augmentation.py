@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cifar10.archive import FEATURES, IMAGE_SHAPE
-from cifar10.augmentation import RandomFlipAndShift
+from cifar10.augmentation import MeanOverViews, MirroredViews, RandomFlipAndShift
 
 
 def reference(image: np.ndarray, flip: bool, down: int, right: int, fill: np.ndarray) -> np.ndarray:
@@ -103,3 +103,20 @@ def test_same_seed_same_draws_and_other_seed_other_draws(images: np.ndarray) -> 
 def test_shift_beyond_the_image_is_refused() -> None:
     with pytest.raises(ValueError, match="max_shift must be from 0 to 31"):
         RandomFlipAndShift(horizontal_flip=True, max_shift=32, fill=np.zeros(FEATURES))
+
+
+def test_the_views_at_inference_are_each_image_then_its_mirror_image(images: np.ndarray) -> None:
+    views = keras.ops.convert_to_numpy(MirroredViews()(images))
+    expected = [reference(image, flip, 0, 0, np.zeros(FEATURES)) for flip in (False, True)
+                for image in images]  # fmt: skip
+    np.testing.assert_array_equal(views, expected)
+    # Their mean folds the rows back, each image with its own mirror image.
+    outputs = np.arange(len(views) * 10, dtype=np.float32).reshape(len(views), 10)
+    mean = keras.ops.convert_to_numpy(MeanOverViews()(outputs))
+    np.testing.assert_allclose(mean, (outputs[: len(images)] + outputs[len(images) :]) / 2)
+
+
+def test_the_views_pass_a_batch_through_in_training(images: np.ndarray) -> None:
+    for layer in (MirroredViews(), MeanOverViews()):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(images, training=True)),
+                                      images)  # fmt: skip

@@ -75,7 +75,9 @@ def outputs(model: keras.Model, inputs: np.ndarray) -> np.ndarray:
 
 
 def test_the_default_model_has_the_assignments_parameter_counts() -> None:
-    model = build_model(example_preprocessing(), [128, 64], 10, "relu", 0.0, seed=0)
+    model = build_model(
+        example_preprocessing(), [128, 64], 10, "relu", 0.0, test_time_flip=False, seed=0
+    )
     summary = layer_summary(model)
     assert [layer["parameters"] for layer in summary["layers"]] == [0, 393_344, 8_256, 650]
     assert summary["total_parameters"] == 402_250
@@ -84,16 +86,48 @@ def test_the_default_model_has_the_assignments_parameter_counts() -> None:
 
 
 def test_dropout_adds_layers_but_no_parameters() -> None:
-    model = build_model(example_preprocessing(), [128, 64], 10, "relu", 0.3, seed=0)
+    model = build_model(
+        example_preprocessing(), [128, 64], 10, "relu", 0.3, test_time_flip=False, seed=0
+    )
     assert model.count_params() == 402_250
     assert [layer.name for layer in model.layers] == [
         "standardize", "hidden_1", "dropout_1", "hidden_2", "dropout_2", "output",
     ]  # fmt: skip
 
 
+def test_test_time_flip_adds_two_layers_but_no_parameters() -> None:
+    model = build_model(
+        example_preprocessing(), [128, 64], 10, "relu", 0.0, test_time_flip=True, seed=0
+    )
+    assert model.count_params() == 402_250
+    assert [layer.name for layer in model.layers] == [
+        "mirrored_views", "standardize", "hidden_1", "hidden_2", "output", "mean_over_views",
+    ]  # fmt: skip
+    assert model.output_shape == (None, 10)
+
+
+def test_with_test_time_flip_the_model_predicts_the_mean_over_each_image_and_its_mirror(
+    tmp_path: Path,
+) -> None:
+    # The same weights with and without the flip (the flip's layers have none).
+    flipping = trained_looking_model([16, 8], dropout=0.0, test_time_flip=True)
+    plain = trained_looking_model([16, 8], dropout=0.0)
+    inputs = random_images()
+    expected = numpy_outputs(flipping, inputs)  # the mirror image: reversed along its width
+    assert not np.allclose(expected, numpy_outputs(plain, inputs), atol=1e-3)
+    np.testing.assert_allclose(outputs(flipping, inputs), expected, atol=1e-5)
+    # Training sees each image once, as the model without the flip does.
+    trained_on = keras.ops.convert_to_numpy(flipping(inputs, training=True))
+    np.testing.assert_allclose(trained_on, outputs(plain, inputs), atol=1e-6)
+    save_classifier(Classifier(flipping, CLASS_NAMES, example_preprocessing()), tmp_path / "m")
+    loaded = load_classifier(tmp_path / "m").model
+    # In batches of 16 and a last one of 5: each image with its own mirror image.
+    np.testing.assert_allclose(predict(loaded, inputs, batch_size=16), expected, atol=1e-5)
+
+
 def test_the_model_standardizes_its_uint8_inputs_as_the_preprocessing_does() -> None:
     preprocessing = example_preprocessing()
-    model = build_model(preprocessing, [8], 10, "relu", 0.0, seed=0)
+    model = build_model(preprocessing, [8], 10, "relu", 0.0, test_time_flip=False, seed=0)
     inputs = random_images()
     features = keras.ops.convert_to_numpy(model.layers[0](inputs.astype(np.float32)))
     np.testing.assert_allclose(features, preprocessing.features(inputs), rtol=1e-5, atol=1e-5)
@@ -140,10 +174,11 @@ def test_a_saved_folder_loads_back_and_saves_the_same_bytes(tmp_path: Path) -> N
 
 
 def test_the_model_file_is_keras_own_format(tmp_path: Path) -> None:
-    folder = write_model_folder(tmp_path / "model")
+    folder = write_model_folder(tmp_path / "model", test_time_flip=True)
     with zipfile.ZipFile(folder / MODEL_FILE) as archive:
         assert sorted(archive.namelist()) == ["config.json", "metadata.json", WEIGHTS_ENTRY]
-    # Keras alone, without this project's code, loads the same model.
+    # Keras alone loads the same model, once cifar10.augmentation (imported by this test's
+    # modules) has registered the test-time flip's layers, as the README says.
     by_keras = keras.saving.load_model(folder / MODEL_FILE, compile=False)
     inputs = random_images(4)
     np.testing.assert_allclose(
@@ -176,11 +211,14 @@ def test_keras_outputs_match_the_numpy_reference_on_tensorflow(tmp_path: Path) -
     inputs = random_images(200)
     np.save(tmp_path / "inputs.npy", inputs)
     expected = {}
-    for activation in ACTIVATIONS:
-        model = trained_looking_model([128, 64], activation)
-        folder = tmp_path / f"model-{activation}"
+    models = {
+        activation: trained_looking_model([128, 64], activation) for activation in ACTIVATIONS
+    }
+    models["flip"] = trained_looking_model([128, 64], test_time_flip=True)
+    for name, model in models.items():
+        folder = tmp_path / f"model-{name}"
         save_classifier(Classifier(model, CLASS_NAMES, example_preprocessing()), folder)
-        expected[activation] = numpy_outputs(model, inputs)
+        expected[name] = numpy_outputs(model, inputs)
     run(
         [sys.executable, "-c", TENSORFLOW_PREDICT, str(tmp_path)],
         tmp_path,
@@ -199,7 +237,9 @@ def folder(tmp_path: Path) -> Path:
 def other_model(hidden_units: list[int], n_classes: int, features: int = FEATURES) -> keras.Model:
     if features != FEATURES:
         return keras.Sequential([keras.Input((features,)), keras.layers.Dense(n_classes)])
-    return build_model(example_preprocessing(), hidden_units, n_classes, "relu", 0.0, seed=0)
+    return build_model(
+        example_preprocessing(), hidden_units, n_classes, "relu", 0.0, test_time_flip=False, seed=0
+    )
 
 
 @pytest.mark.parametrize(
@@ -585,7 +625,7 @@ def test_a_model_whose_outputs_are_not_probabilities_is_refused_in_one_line(
     tmp_path: Path,
 ) -> None:
     # A linear last layer: predict would print "horse 634.1%", evaluate take logs of scores.
-    model = build_model(example_preprocessing(), [4], 10, "relu", 0.0, seed=0)
+    model = build_model(example_preprocessing(), [4], 10, "relu", 0.0, test_time_flip=False, seed=0)
     model.layers[-1].activation = keras.activations.linear
     save_classifier(Classifier(model, CLASS_NAMES, example_preprocessing()), tmp_path / "model")
     text = refusal(tmp_path / "model")

@@ -128,8 +128,9 @@ class MirroredViews(layers.Layer):
         return ops.concatenate([images, ops.take(images, self._mirrored, axis=1)], axis=0)
 
     def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
-        """Keep the shape: the batch size is unknown, as it is before the layer."""
-        return input_shape
+        """Return the shape at inference: ``VIEWS`` times the rows."""
+        rows = input_shape[0]
+        return (None if rows is None else VIEWS * rows, *input_shape[1:])
 
 
 @keras.saving.register_keras_serializable(package=SERIALIZATION_PACKAGE)
@@ -146,5 +147,6 @@ class MeanOverViews(layers.Layer):
         return ops.mean(ops.reshape(outputs, (VIEWS, -1, ops.shape(outputs)[-1])), axis=0)
 
     def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
-        """Keep the shape: the batch size is unknown, as it is before the layer."""
-        return input_shape
+        """Return the shape at inference: the rows divided by ``VIEWS``."""
+        rows = input_shape[0]
+        return (None if rows is None else rows // VIEWS, *input_shape[1:])

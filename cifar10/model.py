@@ -222,9 +222,11 @@ def _unusable(model: keras.Model) -> str | None:
     over views of one), or a layer whose weights or constants are not finite (or
     variances not positive).
     """
-    last = [layer for layer in model.layers if not isinstance(layer, MeanOverViews)][-1:]
+    outputs = next(
+        (layer for layer in reversed(model.layers) if not isinstance(layer, MeanOverViews)), None
+    )
     # The layer's function itself, not its config: serializing one imports TensorFlow.
-    activation = getattr(last[0], "activation", None) if last else None
+    activation = getattr(outputs, "activation", None)
     if activation is not keras.activations.softmax:
         name = getattr(activation, "__name__", None)
         return (

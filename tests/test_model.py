@@ -85,24 +85,23 @@ def test_the_default_model_has_the_assignments_parameter_counts() -> None:
     assert model.output_shape == (None, 10)
 
 
-def test_dropout_adds_layers_but_no_parameters() -> None:
+@pytest.mark.parametrize(
+    ("dropout", "test_time_flip", "names"),
+    [
+        (0.3, False, ["standardize", "hidden_1", "dropout_1", "hidden_2", "dropout_2", "output"]),
+        (0.0, True, ["mirrored_views", "standardize", "hidden_1", "hidden_2", "output",
+                     "mean_over_views"]),
+    ],
+)  # fmt: skip
+def test_dropout_and_the_test_time_flip_add_layers_but_no_parameters(
+    dropout: float, test_time_flip: bool, names: list[str]
+) -> None:
     model = build_model(
-        example_preprocessing(), [128, 64], 10, "relu", 0.3, test_time_flip=False, seed=0
-    )
+        example_preprocessing(), [128, 64], 10, "relu", dropout,
+        test_time_flip=test_time_flip, seed=0,
+    )  # fmt: skip
     assert model.count_params() == 402_250
-    assert [layer.name for layer in model.layers] == [
-        "standardize", "hidden_1", "dropout_1", "hidden_2", "dropout_2", "output",
-    ]  # fmt: skip
-
-
-def test_test_time_flip_adds_two_layers_but_no_parameters() -> None:
-    model = build_model(
-        example_preprocessing(), [128, 64], 10, "relu", 0.0, test_time_flip=True, seed=0
-    )
-    assert model.count_params() == 402_250
-    assert [layer.name for layer in model.layers] == [
-        "mirrored_views", "standardize", "hidden_1", "hidden_2", "output", "mean_over_views",
-    ]  # fmt: skip
+    assert [layer.name for layer in model.layers] == names
     assert model.output_shape == (None, 10)
 
 

@@ -117,7 +117,16 @@ class Comparison:
         else:
             lines.append(f"  over seeds: {self.over_seeds.describe()}")
         lines.append(f"verdict: {self.verdict}")
-        if self.seeds_to_resolve is not None:
+        if (
+            self.over_seeds is not None
+            and self.over_seeds.excludes_zero()
+            and not self.over_images.excludes_zero()
+        ):
+            lines.append(
+                "the seeds agree, but another draw of validation images could give the "
+                "difference either sign: more seeds narrow that interval little"
+            )
+        elif self.seeds_to_resolve is not None:
             lines.append(
                 f"{self.seeds_to_resolve} seeds on each side would resolve a difference "
                 f"of {abs(self.difference):.4f} at the seeds' spread"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import resource
 import sys
 import time
@@ -80,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             reports_folder.mkdir()
             reports = TrainReports(reports_folder)
             live = Live(str(reports.live), dvcyaml=None, save_dvc_exp=False, report=None)
+        train_images = len(train_inputs.labels)
         result = train(
             train_inputs,
             validation_inputs,
@@ -90,6 +92,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             batch_size=batch_size,
             live=live,
         )
+        # Free the data before the model is saved: Keras' saving imports TensorFlow.
+        del train_inputs, validation_inputs
+        gc.collect()
         diverged = diverged_epoch(result.history)
         if diverged is not None:
             raise PipelineError(
@@ -111,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         write_summary(reports.summary, summary)
         write_history(reports.history, result.history)
         epochs = summary["epochs_run"]
-        samples_per_second = epochs * len(train_inputs.labels) / result.fit_seconds
+        samples_per_second = epochs * train_images / result.fit_seconds
         write_cost(
             cost_file,
             {

@@ -73,6 +73,27 @@ def test_runs_of_one_setting_are_not_distinguishable_and_say_how_many_seeds_woul
     assert comparison.over_seeds.low < 0 < comparison.over_seeds.high
 
 
+def test_seeds_that_agree_on_a_difference_smaller_than_the_images_resolve_say_so() -> None:
+    # Each seed of B gets 100 of A's wrong images right and 90 of its right ones wrong,
+    # different images for each seed: +0.0010 on every seed, on few images.
+    run = simulated_run("A", [42, 7, 1], 0.58)
+    rng = np.random.default_rng(2)
+    correct = {}
+    for seed, values in run.correct.items():
+        copy = values.copy()
+        copy[rng.choice(np.flatnonzero(~values), size=100, replace=False)] = True
+        copy[rng.choice(np.flatnonzero(values), size=90, replace=False)] = False
+        correct[seed] = copy
+    comparison = compare_runs(Run("B", correct), run)
+    assert comparison.over_seeds is not None
+    assert comparison.over_seeds.excludes_zero() == 1
+    assert comparison.over_images.excludes_zero() == 0
+    assert comparison.verdict == "not distinguishable at 3 seeds"
+    report = comparison.report("B", "A")
+    assert "another draw of validation images could give the difference either sign" in report
+    assert "would resolve" not in report
+
+
 def test_a_one_seed_accuracy_has_the_exact_binomial_interval() -> None:
     interval = accuracy_interval([0.58], IMAGES)
     expected = stats.binomtest(5800, IMAGES).proportion_ci(0.95)

@@ -117,19 +117,15 @@ class Comparison:
         else:
             lines.append(f"  over seeds: {self.over_seeds.describe()}")
         lines.append(f"verdict: {self.verdict}")
-        if (
-            self.over_seeds is not None
-            and self.over_seeds.excludes_zero()
-            and not self.over_images.excludes_zero()
-        ):
-            lines.append(
-                "the seeds agree, but another draw of validation images could give the "
-                "difference either sign: more seeds narrow that interval little"
-            )
-        elif self.seeds_to_resolve is not None:
+        if self.seeds_to_resolve is not None:
             lines.append(
                 f"{self.seeds_to_resolve} seeds on each side would resolve a difference "
                 f"of {abs(self.difference):.4f} at the seeds' spread"
+            )
+        elif self.over_seeds is not None and not self.over_images.excludes_zero():
+            lines.append(
+                "the seeds agree, but another draw of validation images could give the "
+                "difference either sign: more seeds narrow that interval little"
             )
         return "\n".join(lines)
 
@@ -233,7 +229,8 @@ def compare_runs(first: Run, second: Run) -> Comparison:
         counts = sorted({len(first.correct), len(second.correct)}, reverse=True)
         seeds = " and ".join(map(str, counts))
         verdict = f"not distinguishable at {seeds} seed{'s' if counts != [1] else ''}"
-        if over_seeds is not None:
+        # More seeds resolve only a seed interval that holds 0.
+        if over_seeds is not None and not over_seeds.excludes_zero():
             spread = _difference_spread(first_accuracies, second_accuracies)
             needed = seeds_to_resolve(over_images.mean, spread)
     return Comparison(over_images.mean, over_images, over_seeds, verdict, needed)

@@ -89,6 +89,7 @@ def test_seeds_that_agree_on_a_difference_smaller_than_the_images_resolve_say_so
     assert comparison.over_seeds.excludes_zero() == 1
     assert comparison.over_images.excludes_zero() == 0
     assert comparison.verdict == "not distinguishable at 3 seeds"
+    assert comparison.seeds_to_resolve is None
     report = comparison.report("B", "A")
     assert "another draw of validation images could give the difference either sign" in report
     assert "would resolve" not in report

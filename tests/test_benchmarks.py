@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import sys
 from pathlib import Path
 from types import ModuleType
 
+import jax
 import numpy as np
 import pytest
 
@@ -94,7 +96,7 @@ def test_matmul_floor_adds_every_product_of_every_epoch(
         batch_size=8,
         validation_batch_size=16,
         train_samples=64,
-        validation_samples=32,
+        validation_rows=32,
         epochs=2,
     )
     # 2 epochs x (8 steps x (1 + 2 + 4 + 8 + 16) + 2 validation batches x (32 + 64))
@@ -115,3 +117,43 @@ def test_product_seconds_is_the_fastest_of_real_products_of_that_shape(
     monkeypatch.setattr(run.time, "perf_counter", lambda: next(clock))
     assert run.product_seconds((8, 16, 4), repetitions=3) == 2.0
     assert products == [((8, 16), (16, 4), np.float32)] * 3
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_the_xla_floor_computes_the_products_the_numpy_floor_lists(
+    run: ModuleType, training: bool
+) -> None:
+    sizes, batch = [12, 5, 3], 4
+    function = run.step_products_function(sizes, training=training)
+    generator = np.random.default_rng(0)
+    pairs = list(itertools.pairwise(sizes))
+    weights = [generator.standard_normal(pair) for pair in pairs]
+    inputs = [generator.standard_normal((batch, fan_in)) for fan_in, _ in pairs]
+    gradients = [generator.standard_normal((batch, fan_out)) for _, fan_out in pairs]
+    traced = jax.make_jaxpr(function)(weights, inputs, gradients)
+    dots = [equation for equation in traced.eqns if equation.primitive.name == "dot_general"]
+    # (rows, inner, columns) of each dot, from its operands' shapes and contracted axes.
+    shapes = []
+    for equation in dots:
+        left, right = (variable.aval.shape for variable in equation.invars)
+        (left_axes, right_axes), _ = equation.params["dimension_numbers"]
+        inner = left[left_axes[0]]
+        shapes.append((left[1 - left_axes[0]], inner, right[1 - right_axes[0]]))
+    if training:
+        assert shapes == run.step_products(sizes, batch_size=batch)
+    else:
+        assert shapes == [(batch, fan_in, fan_out) for fan_in, fan_out in pairs]
+    # And their values are the products themselves.
+    expected = [inputs[0] @ weights[0], inputs[1] @ weights[1]]
+    if training:
+        expected = [
+            inputs[0] @ weights[0], inputs[0].T @ gradients[0],
+            inputs[1] @ weights[1], inputs[1].T @ gradients[1], gradients[1] @ weights[1].T,
+        ]  # fmt: skip
+    for value, wanted in zip(function(weights, inputs, gradients), expected, strict=True):
+        np.testing.assert_allclose(value, wanted)
+
+
+def test_xla_products_seconds_times_the_compiled_products(run: ModuleType) -> None:
+    seconds = run.xla_products_seconds([12, 5, 3], 4, training=True, repetitions=2)
+    assert 0 < seconds < 1
